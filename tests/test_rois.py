@@ -1,0 +1,169 @@
+"""ROI labels of the voxel columns, region sets, counts and Table 2's n/total voxel table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainot import config as bcfg
+from brainot import extract as ex
+from brainot import layout
+from brainot import rois as br
+
+REGIONS = {"all": ["all"], "V": ["V"], "F": ["F"], "V+P": ["V", "P"], "rest": ["other"], "FFA-1": ["FFA-1"],
+           "mTLf": ["mTL-faces"], "FFA+B": ["FFA-1", "B"]}
+
+
+def _volume(root, subject, name):
+    return np.asarray(nib.load(root / layout.roi(subject, name)).dataobj).astype(int)
+
+
+@pytest.fixture(scope="module")
+def extracted(simulated_nsd, tmp_path_factory, _sim_cfg_session):
+    """Voxel files of the simulated subjects 1 (keep: every nsdgeneral voxel) and 2 (drop: the valid ones)."""
+    out = tmp_path_factory.mktemp("voxels")
+    files = {}
+    for subject, policy in ((1, "keep"), (2, "drop")):
+        nsd = dict(_sim_cfg_session["nsd"], dir=str(simulated_nsd), valid_policy=policy)
+        files[subject] = out / f"subj0{subject}.h5"
+        ex.extract(nsd, subject, files[subject], out / f"subj0{subject}.tsv", progress=False)
+    return files
+
+
+def _label(sim_cfg, root, subject, voxels, out, regions=REGIONS):
+    rois = dict(sim_cfg["rois"], regions=regions)
+    nsd = dict(sim_cfg["nsd"], dir=str(root))
+    name = layout.subj(subject)
+    paths = {"labels": out / f"{name}.parquet", "dir": out / name, "counts": out / f"{name}.counts.csv",
+             "families": out / f"{name}.families.csv"}
+    br.label_subject(rois, nsd, name, voxels, paths["labels"], paths["dir"], paths["counts"], paths["families"])
+    return paths
+
+
+def test_family_mapping_reads_each_familys_own_file(simulated_nsd, extracted, sim_cfg, tmp_path):
+    paths = _label(sim_cfg, simulated_nsd, 1, extracted[1], tmp_path)
+    labels = pd.read_parquet(paths["labels"])
+    xyz = br.read_voxel_xyz(extracted[1])
+    assert np.array_equal(labels[["x", "y", "z"]].to_numpy(), xyz)
+    prf = _volume(simulated_nsd, 1, "prf-visualrois")[tuple(xyz.T)]
+    faces = _volume(simulated_nsd, 1, "floc-faces")[tuple(xyz.T)]
+    # V is prf-visualrois (label value k -> the k-th configured name), never floc-faces
+    assert np.array_equal(labels["V"].notna().to_numpy(), prf >= 1)
+    v_names = sim_cfg["rois"]["families"]["V"]["labels"]
+    assert labels.loc[prf >= 1, "V"].tolist() == [v_names[k - 1] for k in prf[prf >= 1]]
+    assert np.array_equal(labels["F"].notna().to_numpy(), faces >= 1)
+    assert not np.array_equal(prf >= 1, faces >= 1)
+    index = np.load(paths["dir"] / "V.npy")
+    assert index.dtype == np.int64 and np.array_equal(index, np.flatnonzero(prf >= 1))
+
+
+def test_swapped_family_file_is_caught_by_its_labels(simulated_nsd, extracted, sim_cfg, tmp_path):
+    sim_cfg["rois"]["families"]["V"]["file"] = "floc-faces"
+    with pytest.raises(br.RoiError, match=r"floc-faces\.mgz\.ctab: label 1 is 'OFA', but "
+                                          r"rois\.families\.V\.labels lists 'V1v'"):
+        _label(sim_cfg, simulated_nsd, 1, extracted[1], tmp_path)
+
+
+def test_ctab_mismatch_names_file_and_label(simulated_nsd, extracted, sim_cfg, tmp_path):
+    root = tmp_path / "nsd"
+    for name in layout.ROI_FILES:
+        for key in [layout.roi(1, name)] + ([layout.ctab(1, name)] if name != "nsdgeneral" else []):
+            (root / key).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(simulated_nsd / key, root / key)
+    ctab = root / layout.ctab(1, "floc-places")
+    ctab.write_text(ctab.read_text().replace("PPA", "PPA-x"))
+    with pytest.raises(br.RoiError, match=r"floc-places\.mgz\.ctab: label 2 is 'PPA-x', but "
+                                          r"rois\.families\.P\.labels lists 'PPA'"):
+        _label(sim_cfg, root, 1, extracted[1], tmp_path / "out")
+
+
+def test_region_sets_are_unions_of_terms(simulated_nsd, extracted, sim_cfg, tmp_path):
+    paths = _label(sim_cfg, simulated_nsd, 1, extracted[1], tmp_path)
+    xyz = br.read_voxel_xyz(extracted[1])
+    member = {f: _volume(simulated_nsd, 1, spec["file"])[tuple(xyz.T)]
+              for f, spec in sim_cfg["rois"]["families"].items()}
+    in_any = np.any([v >= 1 for v in member.values()], axis=0)
+    ffa = member["F"] == sim_cfg["rois"]["families"]["F"]["labels"].index("FFA-1") + 1
+    expected = {"all": np.ones(len(xyz), bool), "V": member["V"] >= 1, "F": member["F"] >= 1,
+                "V+P": (member["V"] >= 1) | (member["P"] >= 1), "rest": ~in_any, "FFA-1": ffa,
+                "mTLf": member["F"] == sim_cfg["rois"]["families"]["F"]["labels"].index("mTL-faces") + 1, "FFA+B": ffa | (member["B"] >= 1)}
+    counts = pd.read_csv(paths["counts"])
+    for name, mask in expected.items():
+        assert np.array_equal(np.load(paths["dir"] / f"{name}.npy"), np.flatnonzero(mask)), name
+        row = counts[counts["region"] == name].iloc[0]
+        assert (row["n"], row["total"]) == (mask.sum(), len(xyz))
+    # the union is not a plain sum: the simulated families overlap
+    assert expected["V+P"].sum() < expected["V"].sum() + (member["P"] >= 1).sum() or \
+        expected["FFA+B"].sum() < ffa.sum() + (member["B"] >= 1).sum()
+    labels = pd.read_parquet(paths["labels"])
+    assert np.array_equal(labels["families"].to_numpy() == "other", ~in_any)
+
+
+@pytest.mark.filterwarnings("ignore::brainot.rois.EmptyRegionWarning")
+def test_outside_and_dropped_voxels_are_counted(simulated_nsd, extracted, sim_cfg, tmp_path):
+    paths = _label(sim_cfg, simulated_nsd, 2, extracted[2], tmp_path)
+    general = _volume(simulated_nsd, 2, "nsdgeneral") == 1
+    xyz = br.read_voxel_xyz(extracted[2])
+    kept = np.zeros_like(general)
+    kept[tuple(xyz.T)] = True
+    assert kept.sum() < general.sum()  # drop removed some
+    families = pd.read_csv(paths["families"])
+    outside_total = 0
+    for letter, spec in sim_cfg["rois"]["families"].items():
+        labelled = _volume(simulated_nsd, 2, spec["file"]) >= 1
+        row = families[(families["family"] == letter) & families["area"].isna()].iloc[0]
+        assert row["outside_nsdgeneral"] == (labelled & ~general).sum()
+        assert row["dropped"] == (labelled & general & ~kept).sum()
+        assert row["columns"] == (labelled & kept).sum()
+        outside_total += row["outside_nsdgeneral"]
+    assert outside_total > 0
+    labels = pd.read_parquet(paths["labels"])
+    assert len(labels) == len(xyz) and labels["column"].tolist() == list(range(len(xyz)))
+
+
+def test_empty_region_warns_and_writes_an_empty_index(simulated_nsd, extracted, sim_cfg, tmp_path):
+    with pytest.warns(br.EmptyRegionWarning, match=r"subj02: region 'mTLf' \(mTL-faces\) has 0 voxels"):
+        paths = _label(sim_cfg, simulated_nsd, 2, extracted[2], tmp_path)
+    index = np.load(paths["dir"] / "mTLf.npy")
+    assert index.shape == (0,) and index.dtype == np.int64
+    counts = pd.read_csv(paths["counts"]).set_index("region")
+    assert counts.loc["mTLf", "n"] == 0 and counts.loc["F", "n"] > 0
+
+
+def test_unknown_region_term_is_rejected_by_config_check(sim_cfg):
+    sim_cfg["rois"]["regions"]["bad"] = ["V", "FFA-3"]
+    with pytest.raises(bcfg.ConfigError, match=r"rois\.regions\.bad\[1\]: unknown region term 'FFA-3'"):
+        bcfg.check(sim_cfg)
+
+
+@pytest.mark.filterwarnings("ignore::brainot.rois.EmptyRegionWarning")
+def test_cli_and_voxel_table(simulated_nsd, extracted, sim_cfg, tmp_path, capsys):
+    counts = []
+    for subject in (1, 2):
+        name = layout.subj(subject)
+        counts.append(tmp_path / f"{name}.counts.csv")
+        br.main(["--rois", json.dumps(dict(sim_cfg["rois"], regions=REGIONS)),
+                 "--nsd", json.dumps(dict(sim_cfg["nsd"], dir=str(simulated_nsd))), "--subject", name,
+                 "--voxels", str(extracted[subject]), "--out-labels", str(tmp_path / f"{name}.parquet"),
+                 "--out-dir", str(tmp_path / name), "--out-counts", str(counts[-1]),
+                 "--out-families", str(tmp_path / f"{name}.families.csv")])
+    printed = capsys.readouterr().out
+    assert "V (prf-visualrois):" in printed and "region V+P = V+P:" in printed
+    br.main(["table", *map(str, counts), "--regions", json.dumps(list(REGIONS)), "--out", str(tmp_path / "voxels.csv")])
+    table = pd.read_csv(tmp_path / "voxels.csv")
+    assert list(table.columns) == ["region", "subject", "n", "total", "valid_voxels"]
+    # the config's region order (the rule's JSON sorts keys), subjects within a region
+    assert table["region"].tolist() == [r for r in REGIONS for _ in (1, 2)]
+    assert table["subject"].tolist() == ["subj01", "subj02"] * len(REGIONS)
+    for row in table.itertuples():
+        index = np.load(tmp_path / row.subject / f"{row.region}.npy")
+        assert row.n == len(index) and row.valid_voxels == f"{len(index)}/{row.total}"
+    assert table.loc[table["region"] == "all", "n"].tolist() == \
+        [len(br.read_voxel_xyz(extracted[s])) for s in (1, 2)]
+    with pytest.raises(br.RoiError, match=r"regions .* differ from the configured \['all', 'V'\]"):
+        br.voxel_table(counts, tmp_path / "x.csv", ["all", "V"])

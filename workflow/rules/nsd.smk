@@ -1,0 +1,90 @@
+# NSD: simulate (demo only), fetch the keys the config needs, extract valid voxels per subject.
+
+
+rule simulate:
+    """Write a simulated mini-NSD in the bucket's exact layout (demo only)."""
+    output:
+        touch("resources/simulated-nsd/.complete"),
+    params:
+        synthetic=lambda w: cfg_json("synthetic"),
+        nsd=lambda w: cfg_json("nsd"),
+    log:
+        "logs/simulate.log",
+    benchmark:
+        "benchmarks/simulate.tsv"
+    shell:
+        "{PY} -m brainot.simulate --out resources/simulated-nsd "
+        "--synthetic '{params.synthetic}' --nsd '{params.nsd}' > {log} 2>&1"
+
+
+# Minutes a fetch job may run on SLURM: ~40 GB per group at a slow 1 MB/s. A job cut short resumes where it stopped.
+FETCH_RUNTIME_MIN = 720
+
+
+rule fetch_shared:
+    """Design, stimulus table, stimuli and COCO captions (from nsd.captions_source): needed by every subject.
+    Verified and resumable; a rerun relinks what was fetched before (docs/fetch.md)."""
+    input:
+        source_input,
+    output:
+        [nsd_path(k) for k in layout.shared_keys()],
+        [nsd_path(f"{layout.CAPTIONS_DIR}/{k}") for k in layout.caption_keys()],
+        manifest=f"{NSD_DIR}/manifest/shared.tsv",
+    params:
+        nsd=lambda w: cfg_json("nsd"),
+    log:
+        "logs/fetch/shared.log",
+    resources:
+        runtime=FETCH_RUNTIME_MIN,
+    benchmark:
+        "benchmarks/fetch/shared.tsv"
+    shell:
+        "{PY} -m brainot.fetch --nsd '{params.nsd}' --group shared > {log} 2>&1"
+
+
+rule fetch_subject:
+    """One subject's betas, validity masks and ROI volumes for the configured sessions and families."""
+    input:
+        source_input,
+    output:
+        [nsd_path(k) for k in layout.subject_keys(NSD, "{subject}", families())],
+        manifest=f"{NSD_DIR}/manifest/{{subject}}.tsv",
+    params:
+        nsd=lambda w: cfg_json("nsd"),
+        families=lambda w: json.dumps(families()),
+    log:
+        "logs/fetch/{subject}.log",
+    resources:
+        runtime=FETCH_RUNTIME_MIN,
+    benchmark:
+        "benchmarks/fetch/{subject}.tsv"
+    shell:
+        "{PY} -m brainot.fetch --nsd '{params.nsd}' --families '{params.families}' --group {wildcards.subject} > {log} 2>&1"
+
+
+rule fetch:
+    """Every key the config needs, verified: `snakemake --cores 4 fetch` (e.g. on a node with internet access
+    before the compute jobs). `python -m brainot.fetch --config config.yaml --group all --dry-run` says how much."""
+    input:
+        f"{NSD_DIR}/manifest/shared.tsv",
+        expand(f"{NSD_DIR}/manifest/{{subject}}.tsv", subject=SUBJECTS),
+
+
+rule extract:
+    """Per-session z-scored nsdgeneral betas, grouped by image with up to 3 repeats (DESIGN.md contract)."""
+    input:
+        design=nsd_path(layout.EXPDESIGN),
+        stim_info=nsd_path(layout.STIM_INFO),
+        subject=[nsd_path(k) for k in layout.subject_keys(NSD, "{subject}", families())],
+    output:
+        voxels="results/voxels/{subject}.h5",
+        validity="results/voxels/{subject}.validity.tsv",
+    params:
+        nsd=lambda w: cfg_json("nsd"),
+    log:
+        "logs/extract/{subject}.log",
+    benchmark:
+        "benchmarks/extract/{subject}.tsv"
+    shell:
+        "{PY} -m brainot.extract --nsd '{params.nsd}' --subject {wildcards.subject} "
+        "--out {output.voxels} --validity {output.validity} > {log} 2>&1"
