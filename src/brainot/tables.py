@@ -1,0 +1,197 @@
+"""The paper's tables from the per-run metrics JSONs (:mod:`brainot.score`), as CSV and Parquet.
+
+* ``roi`` (Table 2): one row per configured region set, the ten metrics and "Valid Voxels" (n/total of the
+  tables' subject, from ``results/tables/voxels.csv``).
+* ``methods`` (Table 1): this run's image-fed upper bound, OT and MSE (single- and cross-subject), then the
+  paper's Table 1 as printed, in a block marked ``source = "paper (reported)"``.
+* ``lambda`` (Fig. 5 / appendix A.1): the ten metrics per mass ratio per region set.
+
+Metric columns are named as in the paper. In the CSV, a metric this run could not compute reads ``n/a``
+(the reason is in ``notes``) and a cell the paper leaves empty ("None" in its table) is empty; the Parquet
+file holds the same cells as floats with nulls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from brainot import layout
+from brainot.metrics import METRICS
+
+THIS_RUN = "this run"
+PAPER = "paper (reported)"
+
+# Table 1 of the paper (shared/paper/ot-brain-image-alignment.md), transcribed cell for cell; "None" as printed.
+# The row "BrainCap [17] [58]" prints two values per cell: it becomes two rows, (1st value) and (2nd value).
+PAPER_TABLE1 = """\
+Shikra-w/img	82.38	69.9	58.63	49.66	35.6	65.49	161.43	27.62	80.6	85.92
+SDRecon [63]	36.21	17.11	7.72	3.43	10.03	25.13	13.83	5.02	61.07	66.36
+OneLLM [22]	47.04	26.97	15.49	9.51	13.55	35.05	22.99	6.26	54.8	61.28
+UniBrain [37]	None	None	None	None	16.90	22.20	None	None	None	None
+BrainCap [17] [58]	55.96 57.19	36.21 37.17	22.7 23.78	14.51 15.85	16.68 18.6	40.69 36.67	41.3 49.51	9.06 12.39	64.31 65.49	69.9 None
+UMBRAE-S1 [71]	57.63	38.02	25.00	16.76	18.41	42.15	51.93	11.83	66.44	72.12
+UMBRAE [71]	59.44	40.48	27.66	19.03	19.45	43.71	61.06	12.79	67.78	73.54
+UMBRAE(MSE)-S1*	57.33	37.69	24.88	16.83	18.23	41.61	51.50	11.86	66.47	72.21
+UMBRAE(MSE)*	59.02	39.9	27.1	18.94	19.08	43.41	58.8	12.68	67.87	73.55
+OT-S1	63.25	44.76	30.96	21.72	21.61	47.12	71.52	14.41	70.35	75.68
+OT-Cross Subjects	64.12	45.18	31.16	21.50	21.42	46.83	72.90	14.51	69.95	75.44
+"""
+
+# This run's Table 1 rows: method name (the paper's) -> the command-line option holding its metrics JSON.
+METHOD_ROWS = (
+    ("Shikra-w/img", "image_fed"),
+    ("OT-S1", "ot_s1"),
+    ("OT-Cross Subjects", "ot_cross"),
+    ("UMBRAE(MSE)-S1*", "mse_s1"),
+    ("UMBRAE(MSE)*", "mse_cross"),
+)
+
+
+class TableError(ValueError):
+    """An input of a table is malformed or missing; the message names the file and key."""
+
+
+def _cell(text: str) -> float:
+    return math.nan if text == "None" else float(text)
+
+
+def paper_table1() -> pd.DataFrame:
+    """The paper's Table 1 as rows (source, method, ten metrics, notes); "None" -> NaN."""
+    rows = []
+    for line in PAPER_TABLE1.splitlines():
+        method, *cells = line.split("\t")
+        if len(cells) != len(METRICS):
+            raise AssertionError(f"PAPER_TABLE1 row {method!r} has {len(cells)} cells")
+        parts = [c.split(" ") for c in cells]
+        for k in range(max(len(p) for p in parts)):
+            name = method if len(parts[0]) == 1 else f"{method} ({['1st', '2nd'][k]} value)"
+            note = "" if len(parts[0]) == 1 else f"the paper prints two values per cell in row {method!r}"
+            rows.append({"source": PAPER, "method": name,
+                         **{m: _cell(p[k]) for m, p in zip(METRICS, parts)}, "n": None, "notes": note})
+    return pd.DataFrame(rows)
+
+
+def load_metrics(path: str | Path) -> dict:
+    """A metrics JSON of :mod:`brainot.score`: the ten metrics (None -> NaN), ``n`` and ``notes``."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TableError(f"{path}: cannot read a metrics JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise TableError(f"{path}: expected a JSON object of metrics")
+    row = {}
+    for name in METRICS:
+        if name not in data:
+            raise TableError(f"{path}: missing metric {name!r}; expected the output of python -m brainot.score")
+        value = data[name]
+        if value is not None and not isinstance(value, (int, float)):
+            raise TableError(f"{path}: metric {name!r} is {value!r}; expected a number or null")
+        row[name] = math.nan if value is None else float(value)
+    row["n"] = data.get("n")
+    row["notes"] = "; ".join(f"{k} n/a: {v}" for k, v in (data.get("unavailable") or {}).items())
+    return row
+
+
+def roi_table(metric_paths: list[str], regions: list[str], voxels_csv: str | Path, subject: str) -> pd.DataFrame:
+    """Table 2: one row per region set, in the given order, with "Valid Voxels" of ``subject``."""
+    if len(metric_paths) != len(regions):
+        raise TableError(f"{len(metric_paths)} metrics files for {len(regions)} regions; expected one per region")
+    voxels = pd.read_csv(voxels_csv)
+    needed = ("region", "subject", "valid_voxels")
+    missing = [c for c in needed if c not in voxels.columns]
+    if missing:
+        raise TableError(f"{voxels_csv}: missing column(s) {missing}; expected {list(needed)} (rule rois)")
+    subject = layout.subj(subject)
+    voxels = voxels[voxels["subject"].map(lambda s: layout.subj(int(s)) if str(s).isdigit() else str(s)) == subject]
+    rows = []
+    for region, path in zip(regions, metric_paths):
+        match = voxels[voxels["region"].astype(str) == region]
+        if len(match) != 1:
+            raise TableError(f"{voxels_csv}: expected one row for region {region!r} and subject {subject!r}; "
+                             f"found {len(match)}")
+        rows.append({"region": region, **load_metrics(path), "Valid Voxels": str(match["valid_voxels"].iloc[0])})
+    return pd.DataFrame(rows)[["region", *METRICS, "Valid Voxels", "n", "notes"]]
+
+
+def methods_table(paths: dict[str, str]) -> pd.DataFrame:
+    """Table 1: this run's rows (:data:`METHOD_ROWS`), then the paper's rows, marked by ``source``."""
+    ours = [{"source": THIS_RUN, "method": method, **load_metrics(paths[key])} for method, key in METHOD_ROWS]
+    table = pd.concat([pd.DataFrame(ours), paper_table1()], ignore_index=True)
+    return table[["source", "method", *METRICS, "n", "notes"]]
+
+
+def lambda_table(metric_paths: list[str], regions: list[str], masses: list[float]) -> pd.DataFrame:
+    """Fig. 5 / A.1: one row per (region, lambda); ``metric_paths`` ordered region-major, as the rule lists them."""
+    if len(metric_paths) != len(regions) * len(masses):
+        raise TableError(f"{len(metric_paths)} metrics files for {len(regions)} regions x {len(masses)} masses; "
+                         "expected one per pair, region-major")
+    pairs = [(r, m) for r in regions for m in masses]
+    rows = [{"region": r, "lambda": float(m), **load_metrics(p)} for (r, m), p in zip(pairs, metric_paths)]
+    return pd.DataFrame(rows)[["region", "lambda", *METRICS, "n", "notes"]]
+
+
+def write(table: pd.DataFrame, csv_path: str | Path) -> Path:
+    """Write ``csv_path`` and its ``.parquet`` sibling. CSV metric cells: 2 decimals, ``n/a`` for a metric
+    this run lacks, empty for one the paper leaves empty."""
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    parquet = csv_path.with_suffix(".parquet")
+    typed = table.copy()
+    typed["n"] = typed["n"].astype("Int64")
+    typed.to_parquet(parquet, index=False)
+    text = typed.copy()
+    paper = text["source"] == PAPER if "source" in text else pd.Series(False, index=text.index)
+    for name in METRICS:
+        text[name] = [("" if is_paper else "n/a") if math.isnan(v) else f"{v:.2f}"
+                      for v, is_paper in zip(table[name], paper)]
+    text.to_csv(csv_path, index=False)
+    return parquet
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m brainot.tables",
+                                description="Build the paper's tables (CSV + Parquet) from metrics JSONs.")
+    sub = p.add_subparsers(dest="table", required=True)
+    roi = sub.add_parser("roi", help="Table 2: metrics and valid voxels per region set")
+    roi.add_argument("--metrics", nargs="+", required=True, help="metrics JSONs, one per region, in order")
+    roi.add_argument("--regions", nargs="+", required=True, help="the region sets, in table order")
+    roi.add_argument("--voxels", required=True, help="results/tables/voxels.csv (region, subject, valid_voxels)")
+    roi.add_argument("--subject", required=True, help="the tables' subject, e.g. subj01")
+    roi.add_argument("--out", required=True, help="output CSV (a .parquet is written beside it)")
+    methods = sub.add_parser("methods", help="Table 1: this run's methods, then the paper's reported rows")
+    for _, key in METHOD_ROWS:
+        methods.add_argument(f"--{key.replace('_', '-')}", dest=key, required=True,
+                             help=f"metrics JSON of the {dict((k, m) for m, k in METHOD_ROWS)[key]} row")
+    methods.add_argument("--out", required=True, help="output CSV (a .parquet is written beside it)")
+    lam = sub.add_parser("lambda", help="Fig. 5 / A.1: metrics per mass ratio per region set")
+    lam.add_argument("--metrics", nargs="+", required=True, help="metrics JSONs, region-major over the masses")
+    lam.add_argument("--regions", nargs="+", required=True, help="the region sets")
+    lam.add_argument("--masses", nargs="+", type=float, required=True, help="the mass ratios lambda")
+    lam.add_argument("--out", required=True, help="output CSV (a .parquet is written beside it)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> pd.DataFrame:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    if args.table == "roi":
+        table = roi_table(args.metrics, args.regions, args.voxels, args.subject)
+    elif args.table == "methods":
+        table = methods_table({key: getattr(args, key) for _, key in METHOD_ROWS})
+    else:
+        table = lambda_table(args.metrics, args.regions, args.masses)
+    parquet = write(table, args.out)
+    print(f"wrote {args.out} and {parquet}: {len(table)} rows in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    return table
+
+
+if __name__ == "__main__":
+    main()

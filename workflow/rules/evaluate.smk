@@ -1,0 +1,106 @@
+# The ten caption metrics per run, and the paper's tables.
+
+TS = config["tables"]
+TSUBJ = layout.subj(TS["subject"])
+TSEED = TS["seed"]
+OT_DEFAULT = bcfg.objective("ot", config["loss"]["mass"])
+ROI_OBJECTIVE = OT_DEFAULT if TS["roi"]["loss"] == "ot" else "mse"
+
+# The metrics JSON of one run of the tables' subject: RUN_METRICS.format(run_dir(trainset, region, objective, TSEED)).
+RUN_METRICS = f"results/metrics/{{}}/{TSUBJ}.json"
+
+
+rule references:
+    """BrainHub-format ground truth: {"0": [captions...], ...} in test order."""
+    input:
+        voxels="results/voxels/{subject}.h5",
+        stim_info=nsd_path(layout.STIM_INFO),
+        captions=[nsd_path(f"{layout.CAPTIONS_DIR}/{k}") for k in layout.caption_keys()],
+    output:
+        "results/references/{subject}.json",
+    log:
+        "logs/references/{subject}.log",
+    shell:
+        "{PY} -m brainot.references --voxels {input.voxels} --stim-info {input.stim_info} "
+        "--captions {input.captions} --out {output} > {log} 2>&1"
+
+
+rule score:
+    """The ten metrics x100 of one run's captions (SPICE n/a with the reason when no CoreNLP jars)."""
+    input:
+        captions="results/captions/{run}/{subject}.json",
+        references="results/references/{subject}.json",
+        voxels="results/voxels/{subject}.h5",
+        stimuli=nsd_path(layout.STIMULI),
+        clip=model_input(config["score"]["clip_model"]),
+    output:
+        "results/metrics/{run}/{subject}.json",
+    params:
+        cfg=lambda w: cfg_json("score"),
+    log:
+        "results/metrics/{run}/{subject}.log",
+    benchmark:
+        "benchmarks/score/{run}/{subject}.tsv"
+    wildcard_constraints:
+        run=r"image-fed|[A-Za-z0-9_]+/[A-Za-z0-9_+-]+/(mse|ot[0-9.]+)/seed\d+",
+    resources:
+        gpu=1,
+    shell:
+        "{PY} -m brainot.score --cfg '{params.cfg}' --candidates {input.captions} --references {input.references} "
+        "--voxels {input.voxels} --stimuli {input.stimuli} --out {output} > {log} 2>&1"
+
+
+rule table_roi:
+    """Table 2: one row per region set."""
+    input:
+        metrics=[RUN_METRICS.format(run_dir(TS["roi"]["trainset"], r, ROI_OBJECTIVE, TSEED))
+                 for r in TS["roi"]["regions"]],
+        voxels="results/tables/voxels.csv",
+    output:
+        csv="results/tables/roi.csv",
+        parquet="results/tables/roi.parquet",
+    params:
+        regions=TS["roi"]["regions"],
+        subject=TSUBJ,
+    log:
+        "logs/tables/roi.log",
+    shell:
+        "{PY} -m brainot.tables roi --metrics {input.metrics} --regions {params.regions} "
+        "--voxels {input.voxels} --subject {params.subject} --out {output.csv} > {log} 2>&1"
+
+
+rule table_methods:
+    """Table 1: image-fed upper bound, OT and MSE, single-subject and cross-subject."""
+    input:
+        image_fed=f"results/metrics/image-fed/{TSUBJ}.json",
+        ot_s1=RUN_METRICS.format(run_dir(TS["methods"]["s1"], TS["methods"]["region"], OT_DEFAULT, TSEED)),
+        ot_cross=RUN_METRICS.format(run_dir(TS["methods"]["cross"], TS["methods"]["region"], OT_DEFAULT, TSEED)),
+        mse_s1=RUN_METRICS.format(run_dir(TS["methods"]["s1"], TS["methods"]["region"], "mse", TSEED)),
+        mse_cross=RUN_METRICS.format(run_dir(TS["methods"]["cross"], TS["methods"]["region"], "mse", TSEED)),
+    output:
+        csv="results/tables/methods.csv",
+        parquet="results/tables/methods.parquet",
+    log:
+        "logs/tables/methods.log",
+    shell:
+        "{PY} -m brainot.tables methods --image-fed {input.image_fed} --ot-s1 {input.ot_s1} "
+        "--ot-cross {input.ot_cross} --mse-s1 {input.mse_s1} --mse-cross {input.mse_cross} "
+        "--out {output.csv} > {log} 2>&1"
+
+
+rule table_lambda:
+    """Fig. 5 / A.1: metrics per mass ratio per region set."""
+    input:
+        metrics=[RUN_METRICS.format(run_dir(TS["lambda"]["trainset"], r, bcfg.objective("ot", m), TSEED))
+                 for r in TS["lambda"]["regions"] for m in TS["lambda"]["masses"]],
+    output:
+        csv="results/tables/lambda.csv",
+        parquet="results/tables/lambda.parquet",
+    params:
+        regions=TS["lambda"]["regions"],
+        masses=TS["lambda"]["masses"],
+    log:
+        "logs/tables/lambda.log",
+    shell:
+        "{PY} -m brainot.tables lambda --metrics {input.metrics} --regions {params.regions} "
+        "--masses {params.masses} --out {output.csv} > {log} 2>&1"
