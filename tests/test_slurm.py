@@ -41,8 +41,8 @@ def test_profile_runs_the_data_stage_under_slurm(slurm_env, tmp_path):
     before = {job_id for job_id, _, _ in squeue_all(env)}
     target = "results/tables/voxels.csv"
     cmd = ["timeout", "-s", "INT", "-k", "30", "900", sys.executable, "-m", "snakemake", "--profile", "slurm",
-           "--directory", str(tmp_path), "--configfile", str(MICRO),
-           "--slurm-init-seconds-before-status-checks", "2", target]
+           "--directory", str(tmp_path), "--configfile", str(REPO / "demo" / "config.yaml"), str(MICRO),
+           "--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs", target]
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-5000:]
@@ -54,7 +54,8 @@ def test_profile_runs_the_data_stage_under_slurm(slurm_env, tmp_path):
     assert all(st == "COMPLETED" and part == "brainot" for _, part, st in new), new
     # the jobs' own logs show the SLURM job step executor, and the controller allocated each job
     slurm_logs = list((tmp_path / ".snakemake" / "slurm_logs").rglob("*.log"))
-    assert len(slurm_logs) == n_jobs
+    assert sorted(p.stem for p in slurm_logs) == sorted(job_id for job_id, _, _ in new)
+    assert all("slurm-jobstep" in p.read_text() or "Finished job" in p.read_text() for p in slurm_logs)
     ctld = (state / "log" / "slurmctld.log").read_text()
     for job_id, _, _ in new:
         assert f"JobId={job_id}" in ctld

@@ -26,6 +26,10 @@ stop() {
         fi
         rm -f "$pidfile"
     done
+    if [ -s "$state/munge_dir" ]; then rm -rf "$(cat "$state/munge_dir")" "$state/munge_dir"; fi
+    if [ -s "$state/etc_link" ] && [ "$(readlink /etc/slurm/slurm.conf)" = "$(cat "$state/etc_link")" ]; then
+        rm -f /etc/slurm/slurm.conf "$state/etc_link"
+    fi
 }
 
 start() {
@@ -35,17 +39,19 @@ start() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             slurmctld slurmd slurm-client munge >/dev/null
     fi
-    mkdir -p "$state/spool" "$state/ctld" "$state/log" "$state/munge"
-    chown -R slurm "$state/spool" "$state/ctld" "$state/log" 2>/dev/null || true
-    # munge: its own socket and PID file under STATE_DIR, the key the package created
-    local key=/etc/munge/munge.key
+    mkdir -p "$state/spool" "$state/ctld" "$state/log"
+    # munge: its own socket, PID and log in a directory the munge user can reach (STATE_DIR may sit
+    # under a private temporary directory), and the key the package created
+    local key=/etc/munge/munge.key munge
     [ -s $key ] || { echo "cluster.sh: $key missing (reinstall the munge package)" >&2; exit 1; }
-    chown munge "$state/munge"
+    [ -s "$state/munge_dir" ] || mktemp -d /tmp/brainot-munge.XXXXXX >"$state/munge_dir"
+    munge=$(cat "$state/munge_dir")
+    chmod 0755 "$munge" && chown munge "$munge"
     if ! alive "$state/munged.pid"; then
-        runuser -u munge -- /usr/sbin/munged --force --socket="$state/munge/munge.socket" \
-            --pid-file="$state/munge/munged.pid" --log-file="$state/munge/munged.log"
-        for _ in $(seq 50); do [ -s "$state/munge/munged.pid" ] && break; sleep 0.1; done
-        cp "$state/munge/munged.pid" "$state/munged.pid"
+        runuser -u munge -- /usr/sbin/munged --force --socket="$munge/munge.socket" \
+            --pid-file="$munge/munged.pid" --log-file="$munge/munged.log"
+        for _ in $(seq 50); do [ -s "$munge/munged.pid" ] && break; sleep 0.1; done
+        cp "$munge/munged.pid" "$state/munged.pid"
     fi
     local node
     node=$(slurmd -C | head -1 | sed -E 's/ UpTime.*//')
@@ -56,7 +62,7 @@ start() {
 ClusterName=brainot-test
 SlurmctldHost=$host(127.0.0.1)
 AuthType=auth/munge
-AuthInfo=socket=$state/munge/munge.socket
+AuthInfo=socket=$munge/munge.socket
 CryptoType=crypto/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -84,6 +90,13 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=brainot Nodes=ALL Default=NO MaxTime=INFINITE State=UP
 CONF
     export SLURM_CONF=$conf
+    # Job steps do not inherit SLURM_CONF (slurmstepd resets it), so srun inside a batch job reads
+    # /etc/slurm/slurm.conf: point it at this cluster unless the machine has a configuration of its own.
+    if [ ! -e /etc/slurm/slurm.conf ]; then
+        mkdir -p /etc/slurm && ln -s "$conf" /etc/slurm/slurm.conf && echo "$conf" >"$state/etc_link"
+    elif [ "$(readlink /etc/slurm/slurm.conf)" != "$conf" ]; then
+        echo "cluster.sh: /etc/slurm/slurm.conf exists and is not ours; not touching it (jobs may not find this cluster)" >&2
+    fi
     alive "$state/slurmctld.pid" || /usr/sbin/slurmctld -f "$conf"
     alive "$state/slurmd.pid" || /usr/sbin/slurmd -f "$conf"
     for _ in $(seq 100); do
