@@ -1,0 +1,246 @@
+"""CLIP image embeddings of every image the configured subjects saw, cached once in one HDF5 file.
+
+The image target of the paper is a hidden layer of a frozen CLIP vision tower (ViT-L/14, the penultimate layer,
+patch tokens without the class token: 256 x 1024 at 224 px). Each image is embedded once for all subjects:
+the images are the union of ``train/nsd_id`` and ``test/nsd_id`` of the given voxel files.
+
+Output (``DESIGN.md``): ``tokens`` (N, T, D) float16 and ``nsd_id`` (N,) int64 ascending; attributes ``model``,
+``layer``, ``drop_cls``, plus what the cache was made from (``weights_sha256`` of the vision weights and the
+image processor settings, ``stimuli`` and its size and mtime).
+
+Resumable: the run writes ``<out>.part`` with a ``done`` row mask, flushed after every batch, and renames it to
+``<out>`` at the end. Batches are fixed slices of the sorted ids, so a run that was killed and started again
+skips the finished batches and produces the same bytes as an uninterrupted run. A ``.part`` made from other
+weights, settings, images or ids is discarded, never mixed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+STIMULI_KEY = "imgBrick"
+
+
+class EmbedError(ValueError):
+    """Bad input or settings; the message names the file or config key and what was expected."""
+
+
+def image_ids(voxel_files: list[str | Path]) -> np.ndarray:
+    """Sorted unique 0-based nsd ids of the ``train`` and ``test`` images of the given voxel files."""
+    ids = []
+    for path in voxel_files:
+        with h5py.File(path, "r") as fh:
+            for key in ("train/nsd_id", "test/nsd_id"):
+                if key not in fh:
+                    raise EmbedError(f"{path}: missing dataset {key!r}; expected a voxels file (DESIGN.md)")
+                ids.append(np.asarray(fh[key][:], dtype=np.int64))
+    return np.unique(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.int64)
+
+
+def load_vision(model_ref: str):
+    """The CLIP vision tower and its image processor, as ``from_pretrained`` loads them (hub id or directory).
+
+    The processor is the PIL backend: the same pixels with or without torchvision. Raises when any vision
+    weight is missing from the checkpoint (it would otherwise be silently random).
+    """
+    from transformers import AutoImageProcessor, CLIPVisionModel
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    # The load report lists the text tower of a full CLIP checkpoint as unexpected; we check what matters below.
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = CLIPVisionModel.from_pretrained(model_ref, output_loading_info=True)
+        processor = AutoImageProcessor.from_pretrained(model_ref, backend="pil")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    bad = list(info.get("missing_keys", [])) + [str(k) for k in info.get("mismatched_keys", [])]
+    if bad:
+        raise EmbedError(f"{model_ref}: vision weights missing or mismatched in the checkpoint: {sorted(bad)[:5]}")
+    return model.eval(), processor
+
+
+def tokens_shape(model, layer: int, drop_cls: bool) -> tuple[int, int]:
+    """(T, D) of ``hidden_states[layer]``, after dropping the class token if asked; checks ``layer``."""
+    cfg = model.config
+    n_states = cfg.num_hidden_layers + 1  # the embeddings, then one state per transformer layer
+    if not -n_states <= layer < n_states:
+        raise EmbedError(f"embedding.layer = {layer}: the model has {cfg.num_hidden_layers} layers, so a "
+                         f"hidden_states index must be in [{-n_states}, {n_states - 1}]")
+    n_patches = (cfg.image_size // cfg.patch_size) ** 2
+    return n_patches + (0 if drop_cls else 1), cfg.hidden_size
+
+
+@torch.no_grad()
+def hidden_tokens(model, pixel_values: torch.Tensor, layer: int, drop_cls: bool) -> torch.Tensor:
+    """(B, 3, H, W) pixels -> (B, T, D) tokens of ``hidden_states[layer]``, class token (index 0) dropped if asked."""
+    states = model(pixel_values=pixel_values, output_hidden_states=True).hidden_states[layer]
+    return states[:, 1:] if drop_cls else states
+
+
+def weights_sha256(model, processor) -> str:
+    """Fingerprint of what makes the numbers: the vision weights and the image processor settings."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(processor.to_json_string().encode())
+    return digest.hexdigest()
+
+
+def read_images(images: h5py.Dataset, ids: np.ndarray) -> np.ndarray:
+    """Rows ``ids`` (ascending, unique: h5py's fancy indexing needs increasing indices) -> (B, H, W, 3) uint8."""
+    return images[ids]
+
+
+def open_stimuli(path: str | Path) -> h5py.File:
+    fh = h5py.File(path, "r")
+    ds = fh.get(STIMULI_KEY)
+    if not isinstance(ds, h5py.Dataset) or ds.ndim != 4 or ds.shape[-1] != 3 or ds.dtype != np.uint8:
+        found = "absent" if ds is None else f"{getattr(ds, 'shape', '?')} {getattr(ds, 'dtype', '?')}"
+        fh.close()
+        raise EmbedError(f"{path}: dataset {STIMULI_KEY!r} must be (N, H, W, 3) uint8; found {found}")
+    return fh
+
+
+def provenance(model_ref: str, layer: int, drop_cls: bool, sha: str, stimuli: str | Path) -> dict:
+    """The attributes a cache carries; a ``.part`` with other values is not resumed."""
+    stat = os.stat(stimuli)
+    return {"model": str(model_ref), "layer": int(layer), "drop_cls": bool(drop_cls), "weights_sha256": sha,
+            "stimuli": str(stimuli), "stimuli_stat": f"{stat.st_size}:{stat.st_mtime_ns}"}
+
+
+def _matches(part: Path, attrs: dict, ids: np.ndarray, shape: tuple) -> bool:
+    try:
+        with h5py.File(part, "r") as fh:
+            return ("done" in fh and "tokens" in fh and fh["tokens"].shape == shape
+                    and np.array_equal(fh["nsd_id"][:], ids)
+                    and all(_same(fh.attrs.get(k), v) for k, v in attrs.items()))
+    except (OSError, KeyError):
+        return False  # an unreadable leftover: start over
+
+
+def _same(stored, value) -> bool:
+    return stored is not None and (stored.item() if isinstance(stored, np.generic) else stored) == value
+
+
+def _create_part(part: Path, attrs: dict, ids: np.ndarray, shape: tuple) -> None:
+    with h5py.File(part, "w") as fh:
+        fh.attrs.update(attrs)
+        fh.create_dataset("nsd_id", data=ids)
+        fh.create_dataset("done", data=np.zeros(len(ids), dtype=bool))
+        # Space allocated up front and never written as fill: batch writes then change no HDF5 metadata,
+        # so a run killed at any moment leaves a readable file whose ``done`` rows are complete.
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        space = h5py.h5s.create_simple(shape)
+        h5py.h5d.create(fh.id, b"tokens", h5py.h5t.py_create(np.dtype(np.float16)), space, dcpl=dcpl)
+
+
+def embed(stimuli: str | Path, ids: np.ndarray, out: str | Path, model_ref: str, layer: int = -2,
+          drop_cls: bool = True, batch_size: int = 64, device: str | None = None) -> dict:
+    """Embed images ``ids`` of the stimuli's ``imgBrick`` into ``out``; resume a matching ``<out>.part``.
+
+    Returns a summary: images, resumed (rows already done), embedded (rows computed now), T, D, device, seconds.
+    """
+    out = Path(out)
+    part = out.with_name(out.name + ".part")
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) == 0:
+        raise EmbedError("no images to embed: the voxel files list no train or test nsd_id")
+    if not np.all(np.diff(ids) > 0):
+        raise EmbedError("ids must be ascending and unique")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    start = time.perf_counter()
+    with open_stimuli(stimuli) as sfh:
+        images = sfh[STIMULI_KEY]
+        if ids[-1] >= images.shape[0]:
+            raise EmbedError(f"{stimuli}: {STIMULI_KEY} has {images.shape[0]} rows; nsd_id {ids[-1]} requested")
+        model, processor = load_vision(model_ref)
+        T, D = tokens_shape(model, layer, drop_cls)
+        attrs = provenance(model_ref, layer, drop_cls, weights_sha256(model, processor), stimuli)
+        model.to(device)
+        shape = (len(ids), T, D)
+        if part.exists() and not _matches(part, attrs, ids, shape):
+            print(f"{part}: made from other weights, settings, images or ids; starting over", file=sys.stderr)
+            part.unlink()
+        if not part.exists():
+            _create_part(part, attrs, ids, shape)
+        with h5py.File(part, "r+") as fh:
+            done = fh["done"][:]
+            resumed = int(done.sum())
+            batches = [slice(s, min(s + batch_size, len(ids))) for s in range(0, len(ids), batch_size)]
+            todo = [b for b in batches if not done[b].all()]
+
+            def prepare(rows: slice) -> torch.Tensor:
+                pixels = read_images(images, ids[rows])
+                return processor(images=list(pixels), return_tensors="pt")["pixel_values"]
+
+            bar = tqdm(total=len(ids), initial=resumed, unit="img", desc="embed", file=sys.stderr)
+            # Read and preprocess the next batch while the model runs on this one.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(prepare, todo[0]) if todo else None
+                for i, rows in enumerate(todo):
+                    pixels = pending.result()
+                    pending = pool.submit(prepare, todo[i + 1]) if i + 1 < len(todo) else None
+                    tokens = hidden_tokens(model, pixels.to(device), layer, drop_cls)
+                    if tokens.shape[1:] != (T, D):
+                        raise EmbedError(f"{model_ref}: tokens of shape {tuple(tokens.shape[1:])}, expected "
+                                         f"{(T, D)}: the image processor's output size does not match the model")
+                    fh["tokens"][rows] = tokens.float().cpu().numpy().astype(np.float16)
+                    fh["done"][rows] = True
+                    fh.flush()
+                    bar.update(rows.stop - rows.start)
+            bar.close()
+            del fh["done"]
+    os.replace(part, out)
+    seconds = time.perf_counter() - start
+    return {"images": len(ids), "resumed": resumed, "embedded": len(ids) - resumed, "T": T, "D": D,
+            "device": device, "seconds": round(seconds, 2)}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m brainot.embed",
+        description="Cache CLIP hidden-layer image tokens of every image the given subjects saw "
+                    "(results/embeddings/{name}.h5: tokens (N, T, D) float16, nsd_id (N,) int64). "
+                    "Resumes a partial <out>.part left by an interrupted run.")
+    parser.add_argument("--cfg", required=True,
+                        help="the 'embedding' config section as JSON: model, layer, drop_cls, batch_size")
+    parser.add_argument("--stimuli", required=True, help="NSD stimuli HDF5 holding imgBrick (N, H, W, 3) uint8")
+    parser.add_argument("--ids", required=True, nargs="+",
+                        help="voxel files (results/voxels/{subject}.h5) whose train/test nsd_id are embedded")
+    parser.add_argument("--out", required=True, help="output HDF5 (results/embeddings/{name}.h5)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    cfg = json.loads(args.cfg)
+    ids = image_ids(args.ids)
+    print(f"{len(ids)} images from {len(args.ids)} voxel file(s); model {cfg['model']}, layer {cfg['layer']}, "
+          f"drop_cls {cfg['drop_cls']}", file=sys.stderr)
+    summary = embed(args.stimuli, ids, args.out, cfg["model"], cfg["layer"], cfg["drop_cls"],
+                    cfg["batch_size"], args.device)
+    rate = summary["embedded"] / summary["seconds"] if summary["seconds"] else float("nan")
+    print(f"wrote {args.out}: {summary['images']} images x {summary['T']} tokens x {summary['D']} "
+          f"({summary['resumed']} resumed, {summary['embedded']} embedded on {summary['device']}) "
+          f"in {summary['seconds']:.1f} s ({rate:.1f} img/s incl. model load)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The image-embedding cache (brainot.embed): contents, order, settings, resume after a kill, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from brainot import coco, demo_clip, embed, layout
+
+PATCH = 8  # 32 px simulated images -> 16 patch tokens
+
+
+def write_voxel_ids(path: Path, train: list[int], test: list[int]) -> Path:
+    """The part of a voxels file (DESIGN.md) the cache reads: train/nsd_id and test/nsd_id."""
+    with h5py.File(path, "w") as fh:
+        fh["train/nsd_id"] = np.asarray(train, dtype=np.int64)
+        fh["test/nsd_id"] = np.asarray(test, dtype=np.int64)
+    return path
+
+
+@pytest.fixture(scope="module")
+def stimuli(simulated_nsd) -> Path:
+    return simulated_nsd / layout.STIMULI
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory, simulated_nsd, stimuli) -> Path:
+    """An untrained tiny CLIP saved like a hub model (weights, tokenizer, image processor)."""
+    out = tmp_path_factory.mktemp("clip")
+    captions = coco.captions_by_nsd_id(simulated_nsd / layout.STIM_INFO,
+                                       [simulated_nsd / layout.CAPTIONS_DIR / k for k in layout.caption_keys()])
+    cfg = {"grid": 32 // PATCH, "hidden_size": 16, "intermediate_size": 32, "layers": 3, "heads": 2,
+           "projection_dim": 8, "text_max_length": 48}
+    tokenizer = demo_clip.build_tokenizer([c for caps in captions.values() for c in caps], 48)
+    size = demo_clip.image_size_of(stimuli)
+    torch.manual_seed(0)
+    demo_clip.build_model(cfg, len(tokenizer), size).save_pretrained(out)
+    demo_clip.build_processor(tokenizer, size).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def voxel_files(tmp_path_factory, stimuli) -> list[Path]:
+    """Two subjects sharing test images and one training image, ids unsorted within each file."""
+    with h5py.File(stimuli, "r") as fh:
+        n = fh["imgBrick"].shape[0]
+    d = tmp_path_factory.mktemp("voxels")
+    return [write_voxel_ids(d / "subj01.h5", [n - 1, 7, 3, 40], [1, 0]),
+            write_voxel_ids(d / "subj02.h5", [40, 12, 9], [0, 1])]
+
+
+def reference_tokens(clip_dir: Path, stimuli: Path, ids: np.ndarray, layer: int) -> np.ndarray:
+    """Hidden states of the images computed straight with transformers, one image at a time."""
+    from transformers import CLIPProcessor, CLIPVisionModel
+
+    model = CLIPVisionModel.from_pretrained(clip_dir).eval()
+    processor = CLIPProcessor.from_pretrained(clip_dir)
+    with h5py.File(stimuli, "r") as fh:
+        images = fh["imgBrick"][np.sort(ids)]
+    out = []
+    with torch.no_grad():
+        for image in images:
+            pixels = processor(images=[image], return_tensors="pt")["pixel_values"]
+            out.append(model(pixel_values=pixels, output_hidden_states=True).hidden_states[layer][0].numpy())
+    return np.stack(out)
+
+
+def run_cli(cfg: dict, stimuli, voxel_files, out) -> None:
+    embed.main(["--cfg", json.dumps(cfg), "--stimuli", str(stimuli), "--ids", *map(str, voxel_files),
+                "--out", str(out)])
+
+
+def test_cache_holds_each_image_once_in_nsd_id_order(tmp_path, clip_dir, stimuli, voxel_files, capsys):
+    out = tmp_path / "emb.h5"
+    run_cli({"model": str(clip_dir), "layer": -2, "drop_cls": True, "batch_size": 3}, stimuli, voxel_files, out)
+
+    with h5py.File(stimuli, "r") as fh:
+        n = fh["imgBrick"].shape[0]
+    expected_ids = np.array(sorted({n - 1, 7, 3, 40, 1, 0, 12, 9}))
+    with h5py.File(out, "r") as fh:
+        assert set(fh) == {"tokens", "nsd_id"}  # the resume mask is gone from a finished cache
+        tokens, ids = fh["tokens"][:], fh["nsd_id"][:]
+        assert fh["tokens"].dtype == np.float16 and fh["nsd_id"].dtype == np.int64
+        assert fh.attrs["model"] == str(clip_dir) and fh.attrs["layer"] == -2 and bool(fh.attrs["drop_cls"])
+    np.testing.assert_array_equal(ids, expected_ids)
+    assert tokens.shape == (len(expected_ids), (32 // PATCH) ** 2, 16)
+    ref = reference_tokens(clip_dir, stimuli, expected_ids, layer=-2)[:, 1:]
+    np.testing.assert_allclose(tokens.astype(np.float32), ref, rtol=2e-3, atol=2e-3)
+    assert not Path(f"{out}.part").exists()
+    assert f"{len(expected_ids)} images x 16 tokens x 16" in capsys.readouterr().err
+
+
+def test_layer_and_drop_cls_select_the_hidden_state(tmp_path, clip_dir, stimuli, voxel_files):
+    ids = embed.image_ids(voxel_files)
+
+    def tokens(layer, drop_cls):
+        out = tmp_path / f"emb{layer}{drop_cls}.h5"
+        embed.embed(stimuli, ids, out, str(clip_dir), layer, drop_cls, batch_size=4)
+        with h5py.File(out, "r") as fh:
+            return fh["tokens"][:]
+
+    last_with_cls, last, penultimate, first = tokens(-1, False), tokens(-1, True), tokens(-2, True), tokens(0, True)
+    assert last_with_cls.shape[1] == last.shape[1] + 1 == (32 // PATCH) ** 2 + 1
+    np.testing.assert_array_equal(last_with_cls[:, 1:], last)
+    ref = reference_tokens(clip_dir, stimuli, ids, layer=-1)
+    np.testing.assert_allclose(last_with_cls.astype(np.float32), ref, rtol=2e-3, atol=2e-3)
+    assert not np.allclose(last, penultimate, atol=1e-2) and not np.allclose(penultimate, first, atol=1e-2)
+    with pytest.raises(embed.EmbedError, match=r"embedding.layer = 4: the model has 3 layers"):
+        embed.embed(stimuli, ids, tmp_path / "bad.h5", str(clip_dir), layer=4, batch_size=4)
+
+
+def _done_rows(part: Path) -> int:
+    try:
+        with h5py.File(part, "r", locking=False) as fh:
+            return int(fh["done"][:].sum())
+    except (OSError, KeyError):
+        return 0  # not created yet, or caught mid-creation
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread here and in subprocesses: the same rounding everywhere, and no OpenMP spin-waiting
+    on a busy machine (batches of one image are all overhead)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield {**os.environ, "OMP_NUM_THREADS": "1"}
+    torch.set_num_threads(before)
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path, clip_dir, stimuli, one_thread):
+    with h5py.File(stimuli, "r") as fh:
+        n = fh["imgBrick"].shape[0]
+    voxels = [write_voxel_ids(tmp_path / "subj01.h5", list(range(10, n)), list(range(10)))]
+    cfg = {"model": str(clip_dir), "layer": -2, "drop_cls": True, "batch_size": 1}
+    reference = tmp_path / "reference.h5"
+    embed.embed(stimuli, embed.image_ids(voxels), reference, str(clip_dir), -2, True, batch_size=1)
+
+    out = tmp_path / "emb.h5"
+    part = Path(f"{out}.part")
+    proc = subprocess.Popen([sys.executable, "-m", "brainot.embed", "--cfg", json.dumps(cfg), "--stimuli",
+                             str(stimuli), "--ids", str(voxels[0]), "--out", str(out)],
+                            env=one_thread, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _done_rows(part) == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = _done_rows(part)
+    assert 0 < killed_at < n and not out.exists()
+
+    summary = embed.embed(stimuli, embed.image_ids(voxels), out, str(clip_dir), -2, True, batch_size=1)
+    assert summary["resumed"] >= killed_at and summary["embedded"] == n - summary["resumed"]
+    with h5py.File(out, "r") as a, h5py.File(reference, "r") as b:
+        np.testing.assert_array_equal(a["nsd_id"][:], b["nsd_id"][:])
+        np.testing.assert_array_equal(a["tokens"][:], b["tokens"][:])
+
+
+def test_a_part_from_other_settings_is_not_resumed(tmp_path, clip_dir, stimuli, voxel_files, capsys):
+    ids = embed.image_ids(voxel_files)
+    out = tmp_path / "emb.h5"
+    embed.embed(stimuli, ids, out, str(clip_dir), layer=-1, batch_size=4)
+    # A finished cache of layer -1, presented as the partial output of a layer -2 run, every row marked done.
+    os.replace(out, f"{out}.part")
+    with h5py.File(f"{out}.part", "r+") as fh:
+        fh["done"] = np.ones(len(ids), dtype=bool)
+    summary = embed.embed(stimuli, ids, out, str(clip_dir), layer=-2, batch_size=4)
+    assert summary["resumed"] == 0 and "starting over" in capsys.readouterr().err
+    with h5py.File(out, "r") as fh:
+        np.testing.assert_allclose(fh["tokens"][:].astype(np.float32),
+                                   reference_tokens(clip_dir, stimuli, ids, -2)[:, 1:], rtol=2e-3, atol=2e-3)
+
+
+def test_bad_inputs_are_named(tmp_path, clip_dir, stimuli):
+    ids_only_train = tmp_path / "subj01.h5"
+    with h5py.File(ids_only_train, "w") as fh:
+        fh["train/nsd_id"] = np.arange(3)
+    with pytest.raises(embed.EmbedError, match=r"subj01.h5: missing dataset 'test/nsd_id'"):
+        embed.image_ids([ids_only_train])
+
+    not_stimuli = tmp_path / "stimuli.h5"
+    with h5py.File(not_stimuli, "w") as fh:
+        fh["imgBrick"] = np.zeros((4, 8, 8), dtype=np.uint8)
+    with pytest.raises(embed.EmbedError, match=r"stimuli.h5: dataset 'imgBrick' must be \(N, H, W, 3\) uint8"):
+        embed.embed(not_stimuli, np.arange(2), tmp_path / "o.h5", str(clip_dir))
+
+    with h5py.File(stimuli, "r") as fh:
+        n = fh["imgBrick"].shape[0]
+    with pytest.raises(embed.EmbedError, match=rf"imgBrick has {n} rows; nsd_id {n} requested"):
+        embed.embed(stimuli, np.array([0, n]), tmp_path / "o.h5", str(clip_dir))
