@@ -1,0 +1,176 @@
+"""Brain captioning: caption the test images from predicted (or, for the upper bound, true) image tokens.
+
+Inputs are one of
+- ``--tokens predictions.h5``: ``tokens`` (N_test, T, D) predicted by a brain encoder, ``nsd_id`` in test order;
+- ``--image-embeddings EMB.h5 --voxels VOXELS.h5``: the true tokens of the subject's test images (the paper's
+  Shikra-w/img row), taken from the embeddings cache in the voxels file's ``test/nsd_id`` order.
+
+Outputs BrainHub's format ``{"0": "caption", ...}`` keyed by test position, and a Parquet table with
+``position``, ``nsd_id``, ``coco_id``, ``caption``. Captions come from :mod:`brainot.shikra` (greedy, batched by
+``caption.batch_size``). Finished batches are appended to ``<out-json>.partial.jsonl`` so a killed run resumes;
+the file is only reused when it was made from the same inputs and settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from brainot import shikra
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def _dataset(fh: h5py.File, path: str | Path, key: str) -> h5py.Dataset:
+    if key not in fh:
+        raise KeyError(f"{path}: no dataset {key!r}")
+    return fh[key]
+
+
+def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``tokens`` (N, T, D) float32 and ``nsd_id`` (N,) int64 of a predictions file, in its (test) order."""
+    with h5py.File(path, "r") as fh:
+        tokens, ids = _dataset(fh, path, "tokens"), _dataset(fh, path, "nsd_id")[:].astype(np.int64)
+        if tokens.ndim != 3 or tokens.shape[0] != ids.shape[0]:
+            raise ValueError(f"{path}: 'tokens' has shape {tokens.shape}, expected (N={ids.shape[0]}, T, D)")
+        return tokens[:].astype(np.float32), ids
+
+
+def read_image_fed(embeddings: str | Path, voxels: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The true tokens of the test images of ``voxels`` (``test/nsd_id`` order) from the embeddings cache."""
+    with h5py.File(voxels, "r") as fh:
+        test_ids = _dataset(fh, voxels, "test/nsd_id")[:].astype(np.int64)
+    with h5py.File(embeddings, "r") as fh:
+        ids = _dataset(fh, embeddings, "nsd_id")[:].astype(np.int64)
+        tokens = _dataset(fh, embeddings, "tokens")
+        if tokens.ndim != 3 or tokens.shape[0] != ids.shape[0]:
+            raise ValueError(f"{embeddings}: 'tokens' has shape {tokens.shape}, expected (N={ids.shape[0]}, T, D)")
+        if np.any(np.diff(ids) <= 0):
+            raise ValueError(f"{embeddings}: 'nsd_id' is not strictly increasing")
+        rows = np.searchsorted(ids, test_ids)
+        rows_ok = rows < ids.size
+        found = np.zeros(test_ids.shape, dtype=bool)
+        found[rows_ok] = ids[rows[rows_ok]] == test_ids[rows_ok]
+        if not found.all():
+            missing = test_ids[~found]
+            raise KeyError(f"{embeddings}: no tokens for {missing.size} test image(s) of {voxels}, "
+                           f"e.g. nsd_id {missing[:5].tolist()}")
+        # h5py fancy indexing needs increasing indices; test order is ascending nsd_id, but do not rely on it
+        order = np.argsort(rows)
+        picked = np.empty((rows.size,) + tokens.shape[1:], dtype=np.float32)
+        picked[order] = tokens[rows[order]].astype(np.float32)
+    return picked, test_ids
+
+
+def coco_ids(stim_info: str | Path, nsd_ids: np.ndarray) -> np.ndarray:
+    """The COCO id of each image (``cocoId`` of the stimulus table, whose row i is nsdId i)."""
+    table = pd.read_csv(stim_info, index_col=0)
+    if "cocoId" not in table.columns:
+        raise KeyError(f"{stim_info}: no column 'cocoId'; expected NSD's stimulus table")
+    if nsd_ids.size and (nsd_ids.min() < 0 or nsd_ids.max() >= len(table)):
+        raise KeyError(f"{stim_info}: nsd_id outside the table's {len(table)} rows")
+    return table["cocoId"].to_numpy()[nsd_ids].astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------- resume
+def fingerprint(cfg: dict, tokens: np.ndarray, nsd_ids: np.ndarray) -> str:
+    """What the captions depend on: settings (model path, prompt, lengths) and the exact input tokens."""
+    h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
+    h.update(nsd_ids.tobytes())
+    h.update(np.ascontiguousarray(tokens).tobytes())
+    return h.hexdigest()
+
+
+def read_partial(path: Path, key: str) -> list[str]:
+    """Captions already made by an interrupted run with the same fingerprint (else none)."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    if not lines or json.loads(lines[0]).get("fingerprint") != key:
+        return []
+    captions = []
+    for line in lines[1:]:
+        try:
+            captions.extend(json.loads(line))
+        except json.JSONDecodeError:   # a batch cut off mid-write: redo it
+            break
+    return captions
+
+
+# ---------------------------------------------------------------------------------------------- output
+def write_outputs(captions: list[str], nsd_ids: np.ndarray, coco: np.ndarray, out_json: str | Path,
+                  out_parquet: str | Path) -> None:
+    Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_json).write_text(json.dumps({str(i): c for i, c in enumerate(captions)}, indent=1))
+    pd.DataFrame({"position": np.arange(len(captions)), "nsd_id": nsd_ids, "coco_id": coco,
+                  "caption": captions}).to_parquet(out_parquet, index=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m brainot.caption",
+        description="Caption test images with a Shikra-format LLM fed image tokens: predicted from the brain "
+                    "(--tokens) or the true ones (--image-embeddings + --voxels, the upper bound).")
+    parser.add_argument("--cfg", required=True, help="the caption config section as JSON (model, prompt, "
+                                                     "max_new_tokens, batch_size)")
+    parser.add_argument("--tokens", help="predictions .h5: tokens (N_test, T, D), nsd_id in test order")
+    parser.add_argument("--image-embeddings", help="embeddings .h5 (tokens, sorted nsd_id): feed the true tokens")
+    parser.add_argument("--voxels", help="voxels .h5 whose test/nsd_id gives the test images (with --image-embeddings)")
+    parser.add_argument("--stim-info", required=True, help="nsd_stim_info_merged.csv (for the COCO ids)")
+    parser.add_argument("--out-json", required=True, help='captions {"0": "...", ...} in test order')
+    parser.add_argument("--out-parquet", required=True, help="captions with position, nsd_id, coco_id")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if bool(args.tokens) == bool(args.image_embeddings) or bool(args.image_embeddings) != bool(args.voxels):
+        parser.error("give either --tokens, or --image-embeddings together with --voxels")
+    cfg = json.loads(args.cfg)
+
+    t0 = time.perf_counter()
+    if args.tokens:
+        tokens, nsd_ids = read_predictions(args.tokens)
+        source = args.tokens
+    else:
+        tokens, nsd_ids = read_image_fed(args.image_embeddings, args.voxels)
+        source = f"{args.image_embeddings} (true tokens of {args.voxels})"
+    coco = coco_ids(args.stim_info, nsd_ids)
+    captioner = shikra.load(cfg["model"], args.device)
+    t1 = time.perf_counter()
+
+    partial = Path(str(args.out_json) + ".partial.jsonl")
+    key = fingerprint(cfg, tokens, nsd_ids)
+    done = read_partial(partial, key)
+    if done:
+        print(f"resuming: {len(done)} of {len(nsd_ids)} captions from {partial}", file=sys.stderr)
+    # rewrite it with the whole batches read back (dropping a line cut off mid-write), then append as batches finish
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text(json.dumps({"fingerprint": key}) + "\n" + (json.dumps(done) + "\n" if done else ""))
+    with partial.open("a") as fh:
+        def save_batch(first, texts):
+            fh.write(json.dumps(texts) + "\n")
+            fh.flush()
+
+        captions = done + shikra.caption(captioner, tokens, cfg["prompt"], cfg["max_new_tokens"],
+                                         cfg["batch_size"], progress=not args.no_progress, on_batch=save_batch,
+                                         start=len(done))
+    t2 = time.perf_counter()
+    write_outputs(captions, nsd_ids, coco, args.out_json, args.out_parquet)
+    partial.unlink()
+    n_new = len(captions) - len(done)
+    print(f"caption: {len(captions)} images from {source}, tokens {tokens.shape[1]}x{tokens.shape[2]}, "
+          f"model {cfg['model']} on {captioner.device} ({str(captioner.dtype).replace('torch.', '')}), "
+          f"batch {cfg['batch_size']}: load {t1 - t0:.1f} s, {n_new} captioned in {t2 - t1:.1f} s "
+          f"({n_new / max(t2 - t1, 1e-9):.1f} img/s); {len(set(captions))} distinct captions; "
+          f"wrote {args.out_json} and {args.out_parquet}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

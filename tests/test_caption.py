@@ -1,0 +1,214 @@
+"""The demo captioner (trained on true image tokens) and the caption CLI, end to end on NSD-format files.
+
+The files are written here in the exact formats of the pipeline: NSD's stimulus table, COCO caption JSONs, the
+embeddings cache (``tokens`` (N, T, D) float16, sorted ``nsd_id``), the voxels file's ``test/nsd_id`` and a
+predictions file. The image tokens encode each image's place (a fixed random pattern per place plus noise), so a
+captioner that uses its image input must name the right place for held-out images.
+"""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from brainot import caption, demo_captioner, shikra
+from brainot import config as bcfg
+
+PLACES = ("beach", "kitchen", "forest", "street")
+TEMPLATES = ("a photo of a {}", "a view of the {}", "there is a {} here", "a quiet {} scene", "an image of a {}")
+T, D = 4, 16
+N_TRAIN_PER_PLACE, N_SHARED, N_UNSEEN = 24, 16, 3
+
+
+def place_captions(place: str) -> list[str]:
+    return [t.format(place) for t in TEMPLATES]
+
+
+def write_nsd_files(root, seed=0):
+    """Stimulus table, COCO captions and an embeddings cache; the last N_SHARED embedded images are shared1000.
+
+    N_UNSEEN more table rows have captions but no tokens (nobody saw them), as in the real 73k table.
+    """
+    rng = np.random.default_rng(seed)
+    n_train = N_TRAIN_PER_PLACE * len(PLACES)
+    n = n_train + N_SHARED
+    places = np.concatenate([np.repeat(np.arange(len(PLACES)), N_TRAIN_PER_PLACE),
+                             np.arange(N_SHARED) % len(PLACES)])
+    rows = n + N_UNSEEN
+    places_all = np.concatenate([places, np.zeros(N_UNSEEN, dtype=int)])
+    table = pd.DataFrame({
+        "cocoId": 500000 + 7 * np.arange(rows),
+        "cocoSplit": np.where(np.arange(rows) % 3 == 0, "val2017", "train2017"),
+        "nsdId": np.arange(rows),
+        "shared1000": np.arange(rows) >= n_train,
+    })
+    stim_info = root / "nsd_stim_info_merged.csv"
+    table.to_csv(stim_info)
+    captions = []
+    for split in ("train2017", "val2017"):
+        sel = table[table["cocoSplit"] == split]
+        anns = [{"image_id": int(c), "id": int(c) * 10 + k, "caption": text}
+                for c, p in zip(sel["cocoId"], places_all[sel["nsdId"]])
+                for k, text in enumerate(place_captions(PLACES[p]))]
+        path = root / f"captions_{split}.json"
+        path.write_text(json.dumps({"images": [{"id": int(c)} for c in sel["cocoId"]], "annotations": anns}))
+        captions.append(path)
+    patterns = rng.normal(size=(len(PLACES), T, D))
+    tokens = patterns[places] + 0.5 * rng.normal(size=(n, T, D))
+    embeddings = root / "demo-clip.h5"
+    with h5py.File(embeddings, "w") as fh:
+        fh["tokens"] = tokens.astype(np.float16)
+        fh["nsd_id"] = np.arange(n, dtype=np.int64)
+    voxels = root / "subj01.h5"
+    with h5py.File(voxels, "w") as fh:
+        fh["test/nsd_id"] = np.arange(n_train, n, dtype=np.int64)
+    return {"stim_info": stim_info, "captions": captions, "embeddings": embeddings, "voxels": voxels,
+            "places": places, "patterns": patterns, "n_train": n_train, "table": table}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_nsd_files(tmp_path_factory.mktemp("nsd"))
+
+
+@pytest.fixture(scope="module")
+def captioner_cfg():
+    cfg = bcfg.load(bcfg.REPO / "config.yaml", bcfg.REPO / "demo" / "config.yaml")
+    small = dict(cfg["demo"]["captioner"], hidden=32, intermediate=64, layers=2, heads=2, epochs=25,
+                 batch_size=16, lr=1e-2)
+    return small, cfg["caption"]
+
+
+@pytest.fixture(scope="module")
+def trained(data, captioner_cfg, tmp_path_factory):
+    """The demo captioner trained through its CLI on the training (non-shared) images."""
+    cfg, caption_cfg = captioner_cfg
+    out = tmp_path_factory.mktemp("models") / "captioner"
+    demo_captioner.main(["--embeddings", str(data["embeddings"]), "--stim-info", str(data["stim_info"]),
+                         "--captions", *map(str, data["captions"]), "--cfg", json.dumps(cfg),
+                         "--prompt", json.dumps(caption_cfg["prompt"]), "--out", str(out), "--no-progress"])
+    return out
+
+
+def run_caption(model_dir, data, caption_cfg, tmp_path, *inputs, name="out"):
+    cfg = dict(caption_cfg, model=str(model_dir), max_new_tokens=12, batch_size=5)
+    out_json, out_parquet = tmp_path / f"{name}.json", tmp_path / f"{name}.parquet"
+    caption.main(["--cfg", json.dumps(cfg), *inputs, "--stim-info", str(data["stim_info"]),
+                  "--out-json", str(out_json), "--out-parquet", str(out_parquet), "--device", "cpu",
+                  "--no-progress"])
+    return json.loads(out_json.read_text()), pd.read_parquet(out_parquet), cfg
+
+
+def named_place(text: str) -> str | None:
+    found = [p for p in PLACES if p in text.split()]
+    return found[0] if len(found) == 1 else None
+
+
+# ------------------------------------------------------------------------------------------ training
+def test_demo_captioner_trains_on_training_images_only_in_shikra_format(trained, data):
+    summary = json.loads((trained / "training.json").read_text())
+    assert summary["images"] == data["n_train"] and summary["excluded_shared"] == N_SHARED
+    assert summary["history"][-1]["loss"] < 0.5 * summary["history"][0]["loss"]
+    from safetensors import safe_open
+
+    with safe_open(str(trained / "model.safetensors"), "pt") as fh:
+        assert fh.get_tensor(shikra.PROJECTOR_PREFIX + "weight").shape == (32, D)
+    tokenizer = shikra.load(trained, device="cpu").tokenizer
+    assert all(t in tokenizer.get_vocab() for t in shikra.IMAGE_SPECIAL_TOKENS)
+
+
+def test_image_fed_captions_name_the_right_place_for_held_out_images(trained, data, captioner_cfg, tmp_path):
+    captions, table, _ = run_caption(trained, data, captioner_cfg[1], tmp_path,
+                                     "--image-embeddings", str(data["embeddings"]), "--voxels", str(data["voxels"]))
+    n_train = data["n_train"]
+    assert list(captions) == [str(i) for i in range(N_SHARED)]
+    assert table["nsd_id"].tolist() == list(range(n_train, n_train + N_SHARED))
+    assert table["coco_id"].tolist() == data["table"]["cocoId"].iloc[n_train:n_train + N_SHARED].tolist()
+    assert table["caption"].tolist() == [captions[str(i)] for i in range(N_SHARED)]
+    truth = [PLACES[p] for p in data["places"][n_train:]]
+    hits = [named_place(c) == t for c, t in zip(table["caption"], truth)]
+    assert np.mean(hits) >= 0.8, list(zip(table["caption"], truth))
+    assert len({named_place(c) for c in table["caption"]}) == len(PLACES)   # different images, different captions
+
+
+def test_predicted_tokens_drive_the_captions(trained, data, captioner_cfg, tmp_path):
+    """Captions follow the tokens given (here: each test image given another place's pattern), in file order."""
+    rng = np.random.default_rng(1)
+    wanted = (data["places"][data["n_train"]:] + 1) % len(PLACES)
+    tokens = data["patterns"][wanted] + 0.5 * rng.normal(size=(N_SHARED, T, D))
+    order = np.arange(data["n_train"], data["n_train"] + N_SHARED)[::-1]   # any test order is kept as given
+    path = tmp_path / "pred.h5"
+    with h5py.File(path, "w") as fh:
+        fh["tokens"] = tokens.astype(np.float32)
+        fh["nsd_id"] = order
+    captions, table, _ = run_caption(trained, data, captioner_cfg[1], tmp_path, "--tokens", str(path))
+    assert table["nsd_id"].tolist() == order.tolist()
+    hits = [named_place(captions[str(i)]) == PLACES[w] for i, w in enumerate(wanted)]
+    assert np.mean(hits) >= 0.8
+
+
+def test_training_is_deterministic_by_seed(data, captioner_cfg):
+    cfg = dict(captioner_cfg[0], hidden=16, intermediate=32, heads=2, layers=1, epochs=1)
+    with h5py.File(data["embeddings"]) as fh:
+        tokens = fh["tokens"][:8].astype(np.float32)
+    caps = [place_captions(PLACES[p]) for p in data["places"][:8]]
+    prompt = captioner_cfg[1]["prompt"]
+    runs = [demo_captioner.train(dict(cfg, seed=s), tokens, caps, prompt, progress=False) for s in (0, 0, 1)]
+    a, b, c = (r[0].state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a) and runs[0][3] == runs[1][3]
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_bad_captioner_config_is_rejected_before_training(data, captioner_cfg, tmp_path):
+    cfg = dict(captioner_cfg[0], hidden=30, heads=4)
+    with pytest.raises(ValueError, match="demo.captioner: hidden"):
+        demo_captioner.build_model(cfg, demo_captioner.build_tokenizer(["a b"]), D)
+    with pytest.raises(shikra.ShikraFormatError, match="exactly once"):
+        demo_captioner.main(["--embeddings", str(data["embeddings"]), "--stim-info", str(data["stim_info"]),
+                             "--captions", *map(str, data["captions"]), "--cfg", json.dumps(captioner_cfg[0]),
+                             "--prompt", json.dumps("no image token"), "--out", str(tmp_path / "m")])
+
+
+# ------------------------------------------------------------------------------------------ caption CLI
+def test_interrupted_run_resumes_from_its_partial_file(trained, data, captioner_cfg, tmp_path):
+    inputs = ("--image-embeddings", str(data["embeddings"]), "--voxels", str(data["voxels"]))
+    fresh, _, cfg = run_caption(trained, data, captioner_cfg[1], tmp_path, *inputs, name="fresh")
+    tokens, ids = caption.read_image_fed(data["embeddings"], data["voxels"])
+    partial = tmp_path / "resumed.json.partial.jsonl"
+    # what a run killed after its first batch leaves (marked, to see that it is reused), plus a torn line
+    first = [f"kept {i}" for i in range(cfg["batch_size"])]
+    partial.write_text(json.dumps({"fingerprint": caption.fingerprint(cfg, tokens, ids)}) + "\n"
+                       + json.dumps(first) + "\n" + '["torn')
+    resumed, _, _ = run_caption(trained, data, captioner_cfg[1], tmp_path, *inputs, name="resumed")
+    assert [resumed[str(i)] for i in range(N_SHARED)] == first + [fresh[str(i)] for i in range(5, N_SHARED)]
+    assert not partial.exists()
+    # a partial file of other inputs or settings is not reused
+    partial.write_text(json.dumps({"fingerprint": "another run"}) + "\n" + json.dumps(first) + "\n")
+    again, _, _ = run_caption(trained, data, captioner_cfg[1], tmp_path, *inputs, name="resumed")
+    assert again == fresh
+
+
+def test_bad_inputs_name_the_file_and_key(trained, data, captioner_cfg, tmp_path):
+    bad = tmp_path / "pred.h5"
+    with h5py.File(bad, "w") as fh:
+        fh["nsd_id"] = np.arange(3)
+    with pytest.raises(KeyError, match="pred.h5: no dataset 'tokens'"):
+        caption.read_predictions(bad)
+    with h5py.File(bad, "w") as fh:
+        fh["tokens"] = np.zeros((3, T, D + 1), dtype=np.float32)
+        fh["nsd_id"] = np.arange(3)
+    with pytest.raises(shikra.ShikraFormatError, match=f"width {D + 1}"):
+        run_caption(trained, data, captioner_cfg[1], tmp_path, "--tokens", str(bad))
+    voxels = tmp_path / "vox.h5"
+    with h5py.File(voxels, "w") as fh:
+        fh["test/nsd_id"] = np.array([5, 10_000])
+    with pytest.raises(KeyError, match="demo-clip.h5: no tokens for 1 test image.*10000"):
+        caption.read_image_fed(data["embeddings"], voxels)
+    with pytest.raises(SystemExit):
+        caption.main(["--cfg", "{}", "--tokens", str(bad), "--image-embeddings", str(data["embeddings"]),
+                      "--stim-info", "x", "--out-json", "a", "--out-parquet", "b"])

@@ -1,0 +1,69 @@
+# Brain captioning: a Shikra-format LLM fed predicted (or true) image tokens.
+
+
+rule demo_captioner:
+    """A tiny Shikra-format captioner trained on the demo CLIP's tokens of the training images (demo only)."""
+    input:
+        embeddings=EMBEDDINGS,
+        stim_info=nsd_path(layout.STIM_INFO),
+        captions=[nsd_path(f"{layout.CAPTIONS_DIR}/{k}") for k in layout.caption_keys()],
+    output:
+        directory("resources/demo-models/captioner"),
+    params:
+        cfg=lambda w: cfg_json("demo", "captioner"),
+        prompt=lambda w: cfg_json("caption", "prompt"),
+    log:
+        "logs/demo/captioner.log",
+    benchmark:
+        "benchmarks/demo/captioner.tsv"
+    resources:
+        gpu=1,
+    shell:
+        "{PY} -m brainot.demo_captioner --embeddings {input.embeddings} --stim-info {input.stim_info} "
+        "--captions {input.captions} --cfg '{params.cfg}' --prompt '{params.prompt}' --out {output} > {log} 2>&1"
+
+
+rule caption:
+    """Captions of one run's predicted tokens (resumes from <out>.partial.jsonl after a kill)."""
+    input:
+        tokens=f"results/predictions/{RUN}/{{subject}}.h5",
+        stim_info=nsd_path(layout.STIM_INFO),
+        model=model_input(config["caption"]["model"]),
+    output:
+        json=f"results/captions/{RUN}/{{subject}}.json",
+        parquet=f"results/captions/{RUN}/{{subject}}.parquet",
+    params:
+        cfg=lambda w: cfg_json("caption"),
+    log:
+        f"results/captions/{RUN}/{{subject}}.log",
+    benchmark:
+        f"benchmarks/caption/{RUN}/{{subject}}.tsv"
+    resources:
+        gpu=1,
+    shell:
+        "{PY} -m brainot.caption --cfg '{params.cfg}' --tokens {input.tokens} --stim-info {input.stim_info} "
+        "--out-json {output.json} --out-parquet {output.parquet} > {log} 2>&1"
+
+
+rule caption_image_fed:
+    """The upper bound (the paper's gray Shikra-w/img row): the captioner fed the true image tokens."""
+    input:
+        embeddings=EMBEDDINGS,
+        voxels="results/voxels/{subject}.h5",
+        stim_info=nsd_path(layout.STIM_INFO),
+        model=model_input(config["caption"]["model"]),
+    output:
+        json="results/captions/image-fed/{subject}.json",
+        parquet="results/captions/image-fed/{subject}.parquet",
+    params:
+        cfg=lambda w: cfg_json("caption"),
+    log:
+        "results/captions/image-fed/{subject}.log",
+    benchmark:
+        "benchmarks/caption/image-fed/{subject}.tsv"
+    resources:
+        gpu=1,
+    shell:
+        "{PY} -m brainot.caption --cfg '{params.cfg}' --image-embeddings {input.embeddings} "
+        "--voxels {input.voxels} --stim-info {input.stim_info} "
+        "--out-json {output.json} --out-parquet {output.parquet} > {log} 2>&1"
