@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -155,3 +156,10 @@ def section_json(config: dict, *keys: str) -> str:
     for key in keys:
         node = node[key]
     return json.dumps(node, separators=(",", ":"))
+
+
+def export_job_environment(src: Path, bindir: Path) -> None:
+    """Make ``python -m brainot.<stage>`` in a job resolve to this checkout's package and, unless a
+    conda environment comes first on PATH, to the interpreter that runs Snakemake."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH")) if p)
+    os.environ["PATH"] = os.pathsep.join((str(bindir), os.environ.get("PATH", "")))

@@ -16,10 +16,10 @@ rule demo_captioner:
         "logs/demo/captioner.log",
     benchmark:
         "benchmarks/demo/captioner.tsv"
-    resources:
-        gpu=1,
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.demo_captioner --embeddings {input.embeddings} --stim-info {input.stim_info} "
+        "python -m brainot.demo_captioner --embeddings {input.embeddings} --stim-info {input.stim_info} "
         "--captions {input.captions} --cfg '{params.cfg}' --prompt '{params.prompt}' --out {output} > {log} 2>&1"
 
 
@@ -38,10 +38,10 @@ rule caption:
         f"results/captions/{RUN}/{{subject}}.log",
     benchmark:
         f"benchmarks/caption/{RUN}/{{subject}}.tsv"
-    resources:
-        gpu=1,
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.caption --cfg '{params.cfg}' --tokens {input.tokens} --stim-info {input.stim_info} "
+        "python -m brainot.caption --cfg '{params.cfg}' --tokens {input.tokens} --stim-info {input.stim_info} "
         "--out-json {output.json} --out-parquet {output.parquet} > {log} 2>&1"
 
 
@@ -61,9 +61,9 @@ rule caption_image_fed:
         "results/captions/image-fed/{subject}.log",
     benchmark:
         "benchmarks/caption/image-fed/{subject}.tsv"
-    resources:
-        gpu=1,
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.caption --cfg '{params.cfg}' --image-embeddings {input.embeddings} "
+        "python -m brainot.caption --cfg '{params.cfg}' --image-embeddings {input.embeddings} "
         "--voxels {input.voxels} --stim-info {input.stim_info} "
         "--out-json {output.json} --out-parquet {output.parquet} > {log} 2>&1"

@@ -3,15 +3,14 @@ import json
 import os
 import sys
 
-# Jobs run `python -m brainot.<stage>`: the package from this checkout, and the interpreter running
-# Snakemake unless --sdm conda puts the rule's environment first on PATH.
-SRC = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
-os.environ["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), os.environ["PATH"]))
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from brainot import config as bcfg
 from brainot import layout
+
+# Jobs run `python -m brainot.<stage>`: the package from this checkout, and the interpreter running
+# Snakemake unless --sdm conda puts the rule's environment first on PATH.
+bcfg.export_job_environment(Path(workflow.basedir) / "src", Path(sys.executable).parent)
 
 bcfg.validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -19,7 +18,6 @@ NSD = config["nsd"]
 NSD_DIR = NSD["dir"]
 SUBJECTS = [layout.subj(s) for s in NSD["subjects"]]
 REGIONS = list(config["rois"]["regions"])
-PY = "python"
 ENV = "../../envs/brainot.yaml"
 
 
@@ -51,7 +49,7 @@ def local_source():
 def source_input(wildcards=None):
     """A file:// source made by this workflow (the simulator) is an input of the fetch rules."""
     path = local_source()
-    if path and path.rstrip("/") == "resources/simulated-nsd":
+    if path and os.path.normpath(path) == "resources/simulated-nsd":
         return "resources/simulated-nsd/.complete"
     return []
 

@@ -16,8 +16,10 @@ rule demo_clip:
     benchmark:
         "benchmarks/demo/clip.tsv"
     # CPU only (tiny; about 80 CPU-seconds), so no gpu resource.
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.demo_clip --stimuli {input.stimuli} --stim-info {input.stim_info} "
+        "python -m brainot.demo_clip --stimuli {input.stimuli} --stim-info {input.stim_info} "
         "--captions {input.captions} --cfg '{params.cfg}' --out {output} > {log} 2>&1"
 
 
@@ -39,8 +41,8 @@ rule embed:
         f"results/embeddings/{EMBEDDING_NAME}.log",
     benchmark:
         f"benchmarks/embed/{EMBEDDING_NAME}.tsv"
-    resources:
-        gpu=1,
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.embed --cfg '{params.cfg}' --stimuli {input.stimuli} --ids {input.voxels} "
+        "python -m brainot.embed --cfg '{params.cfg}' --stimuli {input.stimuli} --ids {input.voxels} "
         "--out {output} > {log} 2>&1"

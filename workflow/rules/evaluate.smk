@@ -20,8 +20,10 @@ rule references:
         "results/references/{subject}.json",
     log:
         "logs/references/{subject}.log",
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.references --voxels {input.voxels} --stim-info {input.stim_info} "
+        "python -m brainot.references --voxels {input.voxels} --stim-info {input.stim_info} "
         "--captions {input.captions} --out {output} > {log} 2>&1"
 
 
@@ -43,10 +45,10 @@ rule score:
         "benchmarks/score/{run}/{subject}.tsv"
     wildcard_constraints:
         run=r"image-fed|[A-Za-z0-9_]+/[A-Za-z0-9_+-]+/(mse|ot[0-9.]+)/seed\d+",
-    resources:
-        gpu=1,
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.score --cfg '{params.cfg}' --candidates {input.captions} --references {input.references} "
+        "python -m brainot.score --cfg '{params.cfg}' --candidates {input.captions} --references {input.references} "
         "--voxels {input.voxels} --stimuli {input.stimuli} --out {output} > {log} 2>&1"
 
 
@@ -64,8 +66,10 @@ rule table_roi:
         subject=TSUBJ,
     log:
         "logs/tables/roi.log",
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.tables roi --metrics {input.metrics} --regions {params.regions} "
+        "python -m brainot.tables roi --metrics {input.metrics} --regions {params.regions} "
         "--voxels {input.voxels} --subject {params.subject} --out {output.csv} > {log} 2>&1"
 
 
@@ -82,8 +86,10 @@ rule table_methods:
         parquet="results/tables/methods.parquet",
     log:
         "logs/tables/methods.log",
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.tables methods --image-fed {input.image_fed} --ot-s1 {input.ot_s1} "
+        "python -m brainot.tables methods --image-fed {input.image_fed} --ot-s1 {input.ot_s1} "
         "--ot-cross {input.ot_cross} --mse-s1 {input.mse_s1} --mse-cross {input.mse_cross} "
         "--out {output.csv} > {log} 2>&1"
 
@@ -101,6 +107,8 @@ rule table_lambda:
         masses=TS["lambda"]["masses"],
     log:
         "logs/tables/lambda.log",
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.tables lambda --metrics {input.metrics} --regions {params.regions} "
+        "python -m brainot.tables lambda --metrics {input.metrics} --regions {params.regions} "
         "--masses {params.masses} --out {output.csv} > {log} 2>&1"

@@ -12,13 +12,11 @@ rule simulate:
         "logs/simulate.log",
     benchmark:
         "benchmarks/simulate.tsv"
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.simulate --out resources/simulated-nsd "
+        "python -m brainot.simulate --out resources/simulated-nsd "
         "--synthetic '{params.synthetic}' --nsd '{params.nsd}' > {log} 2>&1"
-
-
-# Minutes a fetch job may run on SLURM: ~40 GB per group at a slow 1 MB/s. A job cut short resumes where it stopped.
-FETCH_RUNTIME_MIN = 720
 
 
 rule fetch_shared:
@@ -34,12 +32,12 @@ rule fetch_shared:
         nsd=lambda w: cfg_json("nsd"),
     log:
         "logs/fetch/shared.log",
-    resources:
-        runtime=FETCH_RUNTIME_MIN,
     benchmark:
         "benchmarks/fetch/shared.tsv"
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.fetch --nsd '{params.nsd}' --group shared > {log} 2>&1"
+        "python -m brainot.fetch --nsd '{params.nsd}' --group shared > {log} 2>&1"
 
 
 rule fetch_subject:
@@ -54,12 +52,12 @@ rule fetch_subject:
         families=lambda w: json.dumps(families()),
     log:
         "logs/fetch/{subject}.log",
-    resources:
-        runtime=FETCH_RUNTIME_MIN,
     benchmark:
         "benchmarks/fetch/{subject}.tsv"
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.fetch --nsd '{params.nsd}' --families '{params.families}' --group {wildcards.subject} > {log} 2>&1"
+        "python -m brainot.fetch --nsd '{params.nsd}' --families '{params.families}' --group {wildcards.subject} > {log} 2>&1"
 
 
 rule fetch:
@@ -85,6 +83,8 @@ rule extract:
         "logs/extract/{subject}.log",
     benchmark:
         "benchmarks/extract/{subject}.tsv"
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.extract --nsd '{params.nsd}' --subject {wildcards.subject} "
+        "python -m brainot.extract --nsd '{params.nsd}' --subject {wildcards.subject} "
         "--out {output.voxels} --validity {output.validity} > {log} 2>&1"

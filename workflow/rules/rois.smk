@@ -17,8 +17,10 @@ rule rois:
         nsd=lambda w: cfg_json("nsd"),
     log:
         "logs/rois/{subject}.log",
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.rois --rois '{params.rois}' --nsd '{params.nsd}' --subject {wildcards.subject} "
+        "python -m brainot.rois --rois '{params.rois}' --nsd '{params.nsd}' --subject {wildcards.subject} "
         "--voxels {input.voxels} --out-labels {output.labels} --out-dir results/rois/{wildcards.subject} "
         "--out-counts {output.counts} --out-families {output.families} > {log} 2>&1"
 
@@ -33,5 +35,7 @@ rule voxel_table:
         regions=lambda w: json.dumps(REGIONS, separators=(",", ":")),
     log:
         "logs/tables/voxels.log",
+    conda:
+        ENV
     shell:
-        "{PY} -m brainot.rois table {input} --regions '{params.regions}' --out {output.csv} > {log} 2>&1"
+        "python -m brainot.rois table {input} --regions '{params.regions}' --out {output.csv} > {log} 2>&1"

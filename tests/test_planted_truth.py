@@ -1,0 +1,151 @@
+"""Top-1 image retrieval from predicted tokens (brainot.retrieval), and the planted truth it is meant to check."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brainot import config as bcfg
+from brainot import data as bdata
+from brainot import demo_clip, embed, extract, layout, rois, simulate, train
+from brainot.predict import load_model, predict_tokens
+from brainot.retrieval import similarity, top1, two_way
+
+
+def test_similarity_is_the_cosine_of_pooled_or_flattened_tokens():
+    rng = np.random.default_rng(0)
+    pred, target = rng.standard_normal((4, 3, 5)), rng.standard_normal((6, 3, 5))
+
+    def cosine(u, v):
+        return u @ v / np.linalg.norm(u) / np.linalg.norm(v)
+
+    mean = [[cosine(p.mean(0), t.mean(0)) for t in target] for p in pred]
+    flat = [[cosine(p.ravel(), t.ravel()) for t in target] for p in pred]
+    np.testing.assert_allclose(similarity(pred, target, "mean").numpy(), mean, rtol=1e-5)
+    np.testing.assert_allclose(similarity(torch.tensor(pred), target, "flat").numpy(), flat, rtol=1e-5)
+
+
+def test_top1_counts_the_predictions_that_pick_their_own_image():
+    rng = np.random.default_rng(1)
+    target = rng.standard_normal((10, 4, 16)).astype(np.float32)
+    pred = 3.0 * target + 0.05 * rng.standard_normal(target.shape).astype(np.float32)   # scale is irrelevant
+    assert top1(pred, target) == 1.0
+    swapped = pred[[1, 0, 2, 3, 4, 5, 6, 7, 8, 9]]   # rows 0 and 1 now pick each other's image
+    assert top1(swapped, target) == pytest.approx(0.8)
+    assert top1(swapped, target, "flat") == pytest.approx(0.8)
+
+
+def test_two_way_is_the_fraction_of_other_images_each_prediction_is_closer_to_its_own():
+    rng = np.random.default_rng(3)
+    target = rng.standard_normal((6, 2, 8)).astype(np.float32)
+    assert two_way(target, target) == 1.0
+    pred = target.copy()
+    pred[0] = target[1]     # prediction 0 now loses at least against image 1; the other 5 still win all 5 pairs
+    sim = similarity(pred, target).numpy()
+    wins = sum(int(sim[i, i] > sim[i, j]) for i in range(6) for j in range(6) if j != i)
+    assert 25 <= wins <= 29 and two_way(pred, target) == pytest.approx(wins / 30)
+    noise = rng.standard_normal((400, 2, 8)).astype(np.float32)
+    assert two_way(noise, rng.standard_normal((400, 2, 8))) == pytest.approx(0.5, abs=0.03)
+
+
+def test_mean_pooling_ignores_token_order_flattening_does_not():
+    rng = np.random.default_rng(2)
+    # Small integers: every mean is exact, so image 1 (image 0's tokens in another order) ties exactly.
+    target = rng.integers(-4, 5, (5, 4, 8)).astype(np.float32)
+    target[1] = target[0][::-1]
+    assert top1(target, target, "flat") == 1.0
+    assert top1(target, target, "mean") == pytest.approx(0.8)   # the tie goes to the first index, image 0
+
+
+def test_top1_rejects_unpaired_or_misshaped_inputs():
+    with pytest.raises(ValueError, match="row by row"):
+        top1(np.zeros((3, 2, 4)), np.ones((4, 2, 4)))
+    with pytest.raises(ValueError, match=r"same T, D"):
+        similarity(np.zeros((3, 2, 4)), np.ones((3, 2, 5)))
+    with pytest.raises(ValueError, match="unknown pool"):
+        similarity(np.zeros((3, 2, 4)), np.ones((3, 2, 4)), "max")
+
+
+# ------------------------------------------------------------------------------------------------ planted truth
+#
+# The simulator plants category signals in the ROI families (P: the place, F: faces, B: bodies, W: words,
+# V: local contrast) and states (brainot.simulate) that P carries the most caption content and that all regions
+# together beat any single family. Here the whole chain runs on a simulated NSD: extract -> rois -> the demo
+# CLIP trained on the simulated images -> embed -> one encoder per region set -> the test images' tokens.
+#
+# What holds at the sizes a test affords (checked at 200, 240 and 400 training images): the all-regions encoder
+# identifies test images far above chance, P leads the families, and all regions clearly beat V, F, W and B;
+# but all regions only match P, they do not beat it. The demo CLIP's tokens carry mostly the place: encoders on
+# F, W or B stay at chance (2-way about 0.5), and so does a ridge regression from those voxels (test R^2 < 0).
+
+REPO = Path(__file__).resolve().parents[1]
+FAMILIES = ("V", "P", "F", "W", "B")
+# 60 shared (test) and 240 training images for subj01, 32 px; 6 sessions of 150 trials.
+SYNTHETIC = {"seed": 1, "n_shared": 60, "images_per_subject": 300, "repeats": 3, "trials_per_session": 150,
+             "image_size": 32, "volume_scale": 0.15, "noise": 1.0}
+# The demo CLIP's settings (config) at the sizes of its own tests: 16 tokens x 32.
+CLIP = {"hidden_size": 32, "intermediate_size": 64, "layers": 2, "heads": 2, "projection_dim": 32, "lr": 2e-3}
+ENCODER = {"hidden": 64, "latents": 16, "depth": 1, "heads": 2, "head_dim": 16}   # the demo's
+TRAIN = {"epochs": 40, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.01}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> dict:
+    """Per region set: top-1 and 2-way identification of the test images from its encoder's predicted tokens."""
+    root = tmp_path_factory.mktemp("planted")
+    cfg = bcfg.load(REPO / "config.yaml", REPO / "demo" / "config.yaml")
+    src = root / "nsd"
+    nsd = dict(cfg["nsd"], subjects=[1], sessions={"first": 1, "last": 6}, dir=str(src))
+    voxels, embeddings = root / "voxels" / "subj01.h5", root / "demo-clip.h5"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)   # tiny matrices: one thread is as fast, and never spin-waits on a busy machine
+    with contextlib.redirect_stderr(io.StringIO()):
+        simulate.simulate(src, dict(SYNTHETIC), copy.deepcopy(nsd))
+        extract.extract(nsd, 1, voxels, root / "validity.tsv", progress=False)
+        rois.label_subject(cfg["rois"], nsd, "subj01", voxels, root / "labels.parquet", root / "rois" / "subj01",
+                           root / "counts.csv", root / "families.csv")
+        demo_clip.build(src / layout.STIMULI, src / layout.STIM_INFO,
+                        [src / layout.CAPTIONS_DIR / k for k in layout.caption_keys()], {**cfg["demo"]["clip"], **CLIP},
+                        root / "clip")
+        embed.embed(src / layout.STIMULI, embed.image_ids([voxels]), embeddings, str(root / "clip"), layer=-2,
+                    drop_cls=True, device="cpu")
+        scores = {}
+        for region in ("all",) + FAMILIES:
+            region_file = root / "rois" / "subj01" / f"{region}.npy"
+            out = root / "models" / region
+            assert train.main(["--encoder", json.dumps(ENCODER), "--train", json.dumps(TRAIN), "--loss", "{}",
+                               "--objective", "mse", "--seed", "0", "--voxels", str(voxels), "--regions",
+                               str(region_file), "--embeddings", str(embeddings), "--out-dir", str(out),
+                               "--device", "cpu"]) == 0
+            model, _ = load_model(out / "model.pt", torch.device("cpu"))
+            cols = bdata.read_region(region_file, bdata.n_voxels(voxels))
+            vox, nsd_id, n_reps = bdata.read_split(voxels, "test", cols)
+            pred = predict_tokens(model, bdata.average_repeats(vox, n_reps), "subj01", 64, torch.device("cpu"))
+            target = bdata.read_tokens(embeddings, nsd_id)
+            scores[region] = {"top1": top1(pred, target), "two_way": two_way(pred, target)}
+    torch.set_num_threads(before)
+    return {"scores": scores, "chance": 1 / len(nsd_id)}
+
+
+@pytest.mark.slow   # the module's fixture: 35-75 s on a busy 2-core machine (simulate, CLIP, embed, 6 encoders)
+def test_all_regions_identify_test_images_far_above_chance(planted):
+    scores, chance = planted["scores"], planted["chance"]
+    assert scores["all"]["two_way"] >= 0.8, scores            # chance 0.5
+    assert scores["all"]["top1"] >= 2 * chance, scores
+
+
+@pytest.mark.slow
+def test_places_lead_the_families_and_all_regions_match_them(planted):
+    scores = planted["scores"]
+    best = max(FAMILIES, key=lambda f: scores[f]["two_way"])
+    assert best == "P", scores
+    for family in ("V", "F", "W", "B"):
+        assert scores["all"]["two_way"] >= scores[family]["two_way"] + 0.1, (family, scores)
+    assert scores["all"]["two_way"] >= scores["P"]["two_way"] - 0.02, scores

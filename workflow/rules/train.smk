@@ -1,0 +1,56 @@
+# Training the fMRI encoder per (training set, region set, objective, seed), and predicting test tokens.
+
+EMBEDDINGS = f"results/embeddings/{config['embedding']['name']}.h5"
+
+
+# The train: keys a run reads. Passing only these (and the loss section without its default mass, which the
+# objective wildcard replaces) keeps a new training set or another default mass from rerunning every model.
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay")
+
+
+rule train:
+    """The fMRI encoder of one training set, region set, objective and seed; resumes from its checkpoint."""
+    input:
+        voxels=lambda w: [f"results/voxels/{s}.h5" for s in trainset_subjects(w.trainset)],
+        regions=lambda w: [f"results/rois/{s}/{w.region}.npy" for s in trainset_subjects(w.trainset)],
+        embeddings=EMBEDDINGS,
+    output:
+        model=f"results/models/{RUN}/model.pt",
+        config=f"results/models/{RUN}/config.json",
+    params:
+        encoder=lambda w: cfg_json("encoder"),
+        train=lambda w: json.dumps({k: config["train"][k] for k in TRAIN_KEYS}, sort_keys=True, separators=(",", ":")),
+        loss=lambda w: json.dumps({k: v for k, v in config["loss"].items() if k != "mass"}, sort_keys=True,
+                                  separators=(",", ":")),
+    log:
+        f"results/models/{RUN}/train.log",
+    benchmark:
+        f"benchmarks/train/{RUN}.tsv"
+    # One CPU thread per job: the data live on the training device; on CPU (the demo) small models train
+    # fastest one thread each with jobs in parallel. Raise with --set-threads train=N.
+    threads: 1
+    conda:
+        ENV
+    shell:
+        "python -m brainot.train --encoder '{params.encoder}' --train '{params.train}' --loss '{params.loss}' "
+        "--objective {wildcards.objective} --seed {wildcards.seed} --threads {threads} "
+        "--voxels {input.voxels} --regions {input.regions} --embeddings {input.embeddings} "
+        "--out-dir results/models/{wildcards.trainset}/{wildcards.region}/{wildcards.objective}/seed{wildcards.seed} "
+        "> {log} 2>&1"
+
+
+rule predict:
+    """The repeat-averaged test voxels of one subject -> predicted image tokens."""
+    input:
+        model=f"results/models/{RUN}/model.pt",
+        voxels="results/voxels/{subject}.h5",
+        region="results/rois/{subject}/{region}.npy",
+    output:
+        f"results/predictions/{RUN}/{{subject}}.h5",
+    log:
+        f"results/predictions/{RUN}/{{subject}}.log",
+    conda:
+        ENV
+    shell:
+        "python -m brainot.predict --model {input.model} --voxels {input.voxels} --region {input.region} "
+        "--subject {wildcards.subject} --out {output} > {log} 2>&1"
