@@ -1,0 +1,111 @@
+r"""Training losses between predicted tokens x and image tokens y, both (B, T, D): MSE and partial OT.
+
+- ``mse``: ``mean((x - y) ** 2)`` over every element (UMBRAE's baseline).
+- ``ot<lambda>``: partial optimal transport (the paper's eqs. 9-14) with uniform weights and mass
+  :math:`m = \lambda \min(\sum a, \sum b) = \lambda`, cost :math:`C_{ij} = \|x_i - y_j\|^2` and loss
+  :math:`L = \sum_{ij} \gamma^\star_{ij} C_{ij}`. The plan :math:`\gamma^\star` is solved without gradient on the
+  detached (optionally normalised) cost; the gradient flows through C only, which by the envelope theorem is
+  the gradient of the optimal transport cost (the paper's eq. 19), as in the authors' code.
+
+  Granularity ``token``: one problem per sample, between its T predicted and T image tokens (weights 1/T), and
+  the loss is the batch mean (the authors' code). Granularity ``batch``: one problem between the B samples of
+  the batch (weights 1/B), each sample's tokens flattened into one (T*D)-vector (flattening keeps the paper's
+  MSE-as-special-case identity exact, which pooling would not).
+
+  With the identity plan (mass 1, :math:`\gamma = I/T` resp. :math:`I/B`) the loss is
+  ``D * mse_loss`` (token) resp. ``T * D * mse_loss`` (batch): both equal the paper's eq. 2,
+  :math:`\frac{1}{N}\sum_i \|x_i - y_i\|^2`, with :math:`x_i` a token resp. a whole sample.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch
+
+from brainot import ot as bot
+from brainot.config import ConfigError, parse_objective
+
+GRANULARITIES = ("token", "batch")
+SOLVERS = ("exact", "sinkhorn")
+# loss: keys that ot_loss takes as settings (loss.mass is the tables' default lambda, not a solver setting:
+# the mass of a run comes from its objective wildcard).
+PLAN_SETTINGS = ("solver", "epsilon", "cost_normalisation", "max_iter", "tol", "check_every")
+OT_SETTINGS = PLAN_SETTINGS + ("granularity",)
+
+
+def mse_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over every element of x, y (B, T, D)."""
+    _check_tokens(x, y)
+    return torch.mean((x - y) ** 2)
+
+
+def _check_tokens(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.ndim != 3 or x.shape != y.shape:
+        raise ValueError(f"expected predicted and image tokens of the same shape (B, T, D), got {tuple(x.shape)} "
+                         f"and {tuple(y.shape)}")
+
+
+def transport_plan(C: torch.Tensor, mass: float, *, solver: str, epsilon: float, cost_normalisation: str,
+                   max_iter: int, tol: float, check_every: int) -> tuple[torch.Tensor, dict]:
+    """Partial-OT plans (B, n, k) for costs C (B, n, k), uniform weights, mass ``mass`` (1 = all of it).
+
+    No gradient: the plan is a constant of the loss. Returns (plan, log) where log has ``n_iter`` and the
+    relative constraint violation ``err`` (B,) of the plan.
+    """
+    with torch.no_grad():
+        # Half-precision costs (autocast) would lose the small differences the plan depends on.
+        M = C.detach().to(torch.promote_types(C.dtype, torch.float32))
+        B, n, k = M.shape
+        a = torch.full((B, n), 1.0 / n, dtype=M.dtype, device=M.device)
+        b = torch.full((B, k), 1.0 / k, dtype=M.dtype, device=M.device)
+        m = float(mass)  # lambda * min(sum a, sum b), both sums being 1
+        if solver == "sinkhorn":
+            G, log = bot.sinkhorn_partial(a, b, bot.normalise_cost(M, cost_normalisation), m, epsilon,
+                                          numItermax=max_iter, stopThr=tol, check_every=check_every, log=True)
+        elif solver == "exact":
+            G = bot.partial_wasserstein_exact(a, b, M, m)
+            log = {"n_iter": 0, "err": bot.partial_marginal_error(G, a, b, torch.full_like(M[:, 0, 0], m))}
+        else:
+            raise ValueError(f"solver {solver!r}: expected one of {', '.join(SOLVERS)}")
+    return G.to(C.dtype), log
+
+
+def ot_loss(x: torch.Tensor, y: torch.Tensor, mass: float, *, solver: str, granularity: str, epsilon: float,
+            cost_normalisation: str, max_iter: int, tol: float, check_every: int, log: bool = False):
+    r"""Partial-OT loss :math:`\sum_{ij} \gamma^\star_{ij} \|x_i - y_j\|^2` (the paper's eq. 14), x, y (B, T, D).
+
+    ``mass`` is lambda in (0, 1] (the paper's eq. 11); ``granularity`` ``token`` (B problems of T x T, loss
+    averaged over the batch) or ``batch`` (one B x B problem between flattened samples). The other arguments
+    are the ``loss:`` settings of the config (:func:`transport_plan`). Returns a scalar tensor carrying the
+    gradient of the cost with the plan held fixed, and with ``log`` also the solver's log dict.
+    """
+    _check_tokens(x, y)
+    if not 0 < mass <= 1:
+        raise ValueError(f"mass: lambda must be in (0, 1], got {mass}")
+    if granularity == "token":
+        C = bot.dist_sqeuclidean(x, y)
+    elif granularity == "batch":
+        C = bot.dist_sqeuclidean(x.flatten(1)[None], y.flatten(1)[None])
+    else:
+        raise ValueError(f"granularity {granularity!r}: expected one of {', '.join(GRANULARITIES)}")
+    plan, info = transport_plan(C, mass, solver=solver, epsilon=epsilon, cost_normalisation=cost_normalisation,
+                                max_iter=max_iter, tol=tol, check_every=check_every)
+    loss = (plan * C).sum((1, 2)).mean()
+    return (loss, info) if log else loss
+
+
+def make_loss(loss_cfg: dict, objective: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss of an objective wildcard: ``'mse'`` or ``'ot<lambda>'`` (e.g. ``'ot0.5'``).
+
+    ``loss_cfg`` is the validated ``loss:`` section of the config; the mass comes from the objective.
+    """
+    kind, mass = parse_objective(objective)
+    if kind == "mse":
+        return mse_loss
+    missing = [key for key in OT_SETTINGS if key not in loss_cfg]
+    if missing:
+        raise ConfigError(f"loss: missing {', '.join('loss.' + k for k in missing)} (expected the validated "
+                          "loss section of the config)")
+    return partial(ot_loss, mass=mass, **{key: loss_cfg[key] for key in OT_SETTINGS})
