@@ -5,7 +5,7 @@
 #
 # Runs `python -m brainot.bench --size paper` one section per process, each under `timeout`, so that a hang
 # or a crash in one section keeps the others' numbers; then merges them into bench-gpu.json / bench-gpu.txt.
-# Order: ot, train, caption, embed, then the torch.compile variant (slowest to build, least needed).
+# Order: ot, train, caption, embed.
 # The whole run stays under BENCH_BUDGET_S seconds (default 450): a step gets what is left, at most its own limit,
 # and steps that no longer fit are skipped and said so.
 #
@@ -13,7 +13,8 @@
 # in $BRAINOT_WHEELS (default ./.whl, e.g. POT for cp312 carried to a machine without internet), else from the
 # package index (`pip install -e .`), quietly. brainot itself is used from ./src when it is not installed.
 # Variables: OUT, PYTHON (default python3), BRAINOT_WHEELS, BENCH_BUDGET_S, BENCH_SIZE (default paper; tiny to
-# rehearse on a CPU), BRAINOT_COMMIT (the commit to record when .git is not there).
+# rehearse on a CPU), BENCH_ARGS (extra arguments for every step, word-split, e.g. '--set repeat=50'),
+# BRAINOT_COMMIT (the commit to record when .git is not there).
 #
 # $OUT gets 5 files: bench-gpu.json and bench-gpu.txt (the merged report and table), gpu_bench.log (everything
 # printed), environment.txt (versions, nvidia-smi) and steps.tar.gz (each step's own JSON).
@@ -27,9 +28,14 @@ PY="${PYTHON:-python3}"
 WHEELS="${BRAINOT_WHEELS:-.whl}"
 BUDGET="${BENCH_BUDGET_S:-450}"
 SIZE="${BENCH_SIZE:-paper}"
+read -r -a EXTRA <<<"${BENCH_ARGS:-}"
 STEPS="$(mktemp -d)"
 START=$SECONDS
 export PYTHONUNBUFFERED=1
+# POT imports JAX, CuPy and TensorFlow when present (the GPU image has JAX and CuPy): only its numpy backend is
+# used here, and JAX must never preallocate GPU memory under the LLaMA-7B-sized model.
+export POT_BACKEND_DISABLE_JAX=1 POT_BACKEND_DISABLE_CUPY=1 POT_BACKEND_DISABLE_TENSORFLOW=1
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 export BRAINOT_COMMIT="${BRAINOT_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo uncommitted)}"
 echo "gpu_bench: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), commit $BRAINOT_COMMIT, out $OUT, budget ${BUDGET}s"
 
@@ -77,8 +83,9 @@ step() {  # step NAME LIMIT_S ARGS...: one bench process under timeout, within t
     fi
     [ "$limit" -gt "$left" ] && limit=$left
     echo "gpu_bench: step $name (limit ${limit}s) at +$((SECONDS - START))s"
-    timeout -k 10 "$limit" "$PY" -m brainot.bench --size "$SIZE" --out "$STEPS/$name.json" "$@"
+    timeout -k 10 "$limit" "$PY" -m brainot.bench --size "$SIZE" --out "$STEPS/$name.json" "$@" "${EXTRA[@]}"
     local rc=$?
+    echo  # a killed step leaves its progress bar without a newline
     echo "gpu_bench: step $name exit $rc$([ $rc -eq 124 ] && echo ' (timed out)') at +$((SECONDS - START))s"
     [ -s "$STEPS/$name.json" ] && done_jsons+=("$STEPS/$name.json")
 }
@@ -86,7 +93,7 @@ step ot 120 --sections ot
 step train 75 --sections train
 step caption 120 --sections caption
 step embed 45 --sections embed
-step compile 90 --sections ot --no-reference --fast-backends compile
+# The fused solver (torch.compile, CUDA graphs, Triton) is being ported: branch wip/ot-fast, docs/performance.md.
 
 tar -C "$STEPS" -czf "$OUT/steps.tar.gz" .
 if [ ${#done_jsons[@]} -eq 0 ]; then
@@ -95,5 +102,6 @@ if [ ${#done_jsons[@]} -eq 0 ]; then
 fi
 "$PY" -m brainot.bench --merge "${done_jsons[@]}" --out "$OUT/bench-gpu.json" --table "$OUT/bench-gpu.txt"
 rc=$?
-echo "gpu_bench: merge exit $rc (1 = some section failed, see the table); total $((SECONDS - START))s; files: $(ls "$OUT" | tr '\n' ' ')"
+echo "gpu_bench: merge exit $rc (1 = some measurement failed, see the table); total $((SECONDS - START))s"
+echo "gpu_bench: wrote $(ls "$OUT" | tr '\n' ' ')"
 exit $rc
