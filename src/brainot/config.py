@@ -92,6 +92,11 @@ def region_terms(config: dict) -> dict[str, str]:
     return terms
 
 
+def family_files(config: dict) -> list[str]:
+    """The NSD ROI files of the configured families (``rois.families.*.file``), in config order."""
+    return [spec["file"] for spec in config["rois"]["families"].values()]
+
+
 def check(config: dict) -> None:
     """Cross-field checks. Raises :class:`ConfigError` naming the key path."""
     nsd = config["nsd"]

@@ -60,7 +60,7 @@ def model_input(ref):
 
 
 def families():
-    return [spec["file"] for spec in config["rois"]["families"].values()]
+    return bcfg.family_files(config)
 
 
 def subject_files(wildcards):

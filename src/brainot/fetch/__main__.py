@@ -56,7 +56,7 @@ def _sections(args: argparse.Namespace) -> tuple[dict, list[str] | None]:
         from .. import config as bcfg
 
         config = bcfg.load(*args.config)
-        families = [spec["file"] for spec in config["rois"]["families"].values()]
+        families = bcfg.family_files(config)
         if args.families is not None:
             families = json.loads(args.families)
         return config["nsd"], families
