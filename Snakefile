@@ -10,6 +10,9 @@ min_version("9.0")
 configfile: Path(workflow.basedir) / "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/nsd.smk"
 include: "workflow/rules/rois.smk"
@@ -17,6 +20,8 @@ include: "workflow/rules/embed.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/caption.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
@@ -25,4 +30,6 @@ rule all:
         "results/tables/methods.csv",
         "results/tables/lambda.csv",
         "results/tables/voxels.csv",
+        ANALYSIS_TARGETS,
+        FIGURE_TARGETS,
     default_target: True

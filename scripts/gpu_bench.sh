@@ -5,9 +5,13 @@
 #
 # Runs `python -m brainot.bench --size paper` one section per process, each under `timeout`, so that a hang
 # or a crash in one section keeps the others' numbers; then merges them into bench-gpu.json / bench-gpu.txt.
-# Order: ot, train, caption, embed.
+# Each fused OT backend (brainot.ot_fast) gets its own process: a CUDA error in one (which poisons the process's
+# CUDA context) or a hang cannot take the plain rows or the other backends with it. Order: ot (authors, MSE,
+# plain solver, exact LP), ot-triton, ot-graph, train (MSE, plain OT, Triton OT), caption, embed, then the
+# torch.compile backend (slowest to build, least needed) with what is left of the budget.
 # The whole run stays under BENCH_BUDGET_S seconds (default 450): a step gets what is left, at most its own limit,
-# and steps that no longer fit are skipped and said so.
+# and steps that no longer fit are skipped. A step that is skipped, times out or crashes gets an error row
+# `step <name>` in the merged table, so the table alone says what was not measured.
 #
 # Environment: python3 with CUDA torch, transformers and POT. A missing package is installed from the wheels
 # in $BRAINOT_WHEELS (default ./.whl, e.g. POT for cp312 carried to a machine without internet), else from the
@@ -36,7 +40,12 @@ export PYTHONUNBUFFERED=1
 # used here, and JAX must never preallocate GPU memory under the LLaMA-7B-sized model.
 export POT_BACKEND_DISABLE_JAX=1 POT_BACKEND_DISABLE_CUPY=1 POT_BACKEND_DISABLE_TENSORFLOW=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-export BRAINOT_COMMIT="${BRAINOT_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo uncommitted)}"
+commit_id() {  # -dirty: the working tree differs from the commit (what is measured is not exactly the commit)
+    local head
+    head=$(git rev-parse --short=12 HEAD 2>/dev/null) || { echo uncommitted; return; }
+    git diff --quiet HEAD -- 2>/dev/null && echo "$head" || echo "$head-dirty"
+}
+export BRAINOT_COMMIT="${BRAINOT_COMMIT:-$(commit_id)}"
 echo "gpu_bench: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), commit $BRAINOT_COMMIT, out $OUT, budget ${BUDGET}s"
 
 # ---- environment: brainot from ./src, missing packages from wheels or the index
@@ -79,6 +88,8 @@ step() {  # step NAME LIMIT_S ARGS...: one bench process under timeout, within t
     local left=$((BUDGET - (SECONDS - START)))
     if [ "$left" -lt 30 ]; then
         echo "gpu_bench: step $name SKIPPED (${left}s of the budget left)"
+        note_step "$name" "skipped: ${left} s of the budget left (BENCH_BUDGET_S=$BUDGET)"
+        [ -s "$STEPS/$name.json" ] && done_jsons+=("$STEPS/$name.json")
         return
     fi
     [ "$limit" -gt "$left" ] && limit=$left
@@ -87,13 +98,38 @@ step() {  # step NAME LIMIT_S ARGS...: one bench process under timeout, within t
     local rc=$?
     echo  # a killed step leaves its progress bar without a newline
     echo "gpu_bench: step $name exit $rc$([ $rc -eq 124 ] && echo ' (timed out)') at +$((SECONDS - START))s"
+    # exit 1 with a report: the step ran and its failed rows are in it; anything else (a timeout, a crash, no
+    # report) gets a row of its own, so that the merged table says which step stopped and why.
+    if [ $rc -gt 1 ] || [ ! -s "$STEPS/$name.json" ]; then
+        local why=crashed
+        [ $rc -eq 124 ] && why="timed out after ${limit} s"
+        [ $rc -eq 137 ] && why=killed
+        if [ -s "$STEPS/$name.json" ]; then why="$why after the rows above"; else why="$why before its first row"; fi
+        note_step "$name" "exit $rc ($why); see gpu_bench.log"
+    fi
     [ -s "$STEPS/$name.json" ] && done_jsons+=("$STEPS/$name.json")
 }
-step ot 120 --sections ot
-step train 75 --sections train
+note_step() {  # note_step NAME TEXT: an error row for the step in its report (written if the step wrote none)
+    "$PY" - "$STEPS/$1.json" "$1" "$2" "$SIZE" <<'EOF'
+import json, os, sys
+path, name, text, size = sys.argv[1:5]
+if os.path.exists(path) and os.path.getsize(path):
+    report = json.load(open(path))
+else:  # a report holding the row alone (brainot.bench --merge takes the run's header from another one)
+    report = {"stub": True, "size": size, "device": "unknown", "device_type": "unknown", "versions": {},
+              "commit": os.environ.get("BRAINOT_COMMIT", "unknown"), "date": "", "max_cost_error": 0.005,
+              "wall_s": 0.0, "results": []}
+report["results"].append({"name": f"step {name}", "section": name, "error": text})
+json.dump(report, open(path, "w"), indent=2)
+EOF
+}
+step ot 120 --sections ot --fast-backends none
+step ot-triton 150 --sections ot --no-reference --fast-backends triton
+step ot-graph 90 --sections ot --no-reference --fast-backends graph
+step train 120 --sections train --fast-backends triton
 step caption 120 --sections caption
 step embed 45 --sections embed
-# The fused solver (torch.compile, CUDA graphs, Triton) is being ported: branch wip/ot-fast, docs/performance.md.
+step compile 240 --sections ot --no-reference --fast-backends compile
 
 tar -C "$STEPS" -czf "$OUT/steps.tar.gz" .
 if [ ${#done_jsons[@]} -eq 0 ]; then

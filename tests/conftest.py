@@ -12,6 +12,9 @@ the directory that holds the bucket keys (``simulated_nsd / layout.EXPDESIGN`` e
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +70,25 @@ def simulated_nsd(tmp_path_factory, _sim_cfg_session) -> Path:
     cfg = _sim_cfg_session
     simulate(out, copy.deepcopy(cfg["synthetic"]), copy.deepcopy(cfg["nsd"]))
     return out
+
+
+def run_micro_workflow(workdir: Path, *targets: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``snakemake`` on the demo overlaid with ``tests/micro.yaml`` in ``workdir``; raises with the log tail on failure."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2",
+           "--configfile", str(REPO / "demo" / "config.yaml"), str(REPO / "tests" / "micro.yaml"), *extra, *targets]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=3600)
+    if out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed in {workdir}:\n{out.stderr[-6000:]}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def micro_workflow(tmp_path_factory) -> Path:
+    """A working directory where the whole workflow (``rule all``) ran on the micro config, once per session.
+
+    Read-only for tests: integration tests of the tables, figures and report all read this one run.
+    """
+    workdir = tmp_path_factory.mktemp("micro-workflow")
+    run_micro_workflow(workdir)
+    return workdir

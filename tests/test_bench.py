@@ -13,8 +13,10 @@ import torch
 from brainot import bench
 from brainot import config as bcfg
 
-EXPECTED = ["ot/authors", "ot/mse", "ot/ours", "ot/plan-plain", "ot/cost-fixed-plan", "ot/exact", "train/mse",
-            "train/ot", "caption/batched", "caption/single", "embed/clip"]
+# On CPU --fast-backends auto is the torch backend of brainot.ot_fast.
+EXPECTED = ["ot/authors", "ot/mse", "ot/ours", "ot/plan-plain", "ot/ours-torch", "ot/plan-torch",
+            "ot/plan-torch-1check", "ot/cost-fixed-plan", "ot/exact", "train/mse", "train/ot", "train/ot-torch",
+            "caption/batched", "caption/single", "embed/clip"]
 
 
 # The issue's 0.5% is for the paper's 256 x 256 problems; on 32 x 32 ones the entropic blur costs relatively more.
@@ -51,13 +53,19 @@ def test_tiny_preset_losses_are_accurate_and_consistent(tiny_run):
     named = {r["name"]: r for r in report["results"]}
     tol = report["max_cost_error"]
     assert tol == TINY_MAX_COST_ERROR
-    for name in ("ot/ours",):
+    for name in ("ot/ours", "ot/ours-torch"):
         assert 0 <= named[name]["cost_error"] < tol, (name, named[name]["cost_error"], tol)
         assert named[name]["loss"] > 0 and named[name]["exact_loss"] > 0
         assert named[name]["speedup_vs_authors"] == pytest.approx(
             named["ot/authors"]["median_ms"] / named[name]["median_ms"])
-    assert named["train/ot"]["ratio_vs_mse"] == pytest.approx(
-        named["train/ot"]["median_ms"] / named["train/mse"]["median_ms"])
+    assert named["ot/ours"]["backend"] == "plain" and named["ot/ours-torch"]["backend"] == "torch"
+    # The fused iterations give the plain solver's plans and loss (float32 rounding apart), in as many iterations.
+    assert named["ot/ours-torch"]["loss"] == pytest.approx(named["ot/ours"]["loss"], rel=1e-4)
+    assert named["ot/ours-torch"]["n_iter"] == named["ot/ours"]["n_iter"]
+    for name in ("ot/plan-torch", "ot/plan-torch-1check"):
+        assert 0 <= named[name]["plan_l1_vs_plain"] < 1e-4, name
+    for name in ("train/ot", "train/ot-torch"):
+        assert named[name]["ratio_vs_mse"] == pytest.approx(named[name]["median_ms"] / named["train/mse"]["median_ms"])
 
 
 def test_tiny_preset_captions_and_embeddings(tiny_run):
@@ -110,6 +118,34 @@ def test_authors_loss_is_pot_partial_wasserstein_on_euclidean_costs():
         grad[k] = (gamma[:, :, None] * diff / C[:, :, None]).sum(1) / 3
     assert loss.item() == pytest.approx(expected, rel=1e-10)
     assert np.allclose(x.grad.numpy(), grad, atol=1e-10)
+
+
+def test_a_backend_that_fails_keeps_the_others_rows():
+    """Each fused variant is its own row: 'graph' cannot run on a CPU and becomes error rows; 'torch' is measured."""
+    cfg = bench.load_config(bench.REPO / "config.yaml")
+    sizes = bench.apply_overrides(bench.preset("tiny", cfg), ["repeat=1", "batch=2"])
+    rows = list(bench.bench_ot(sizes, cfg["loss"], torch.device("cpu"), ["graph", "torch"], seed=0, reference=False))
+    named = {r["name"]: r for r in rows}
+    assert list(named) == ["ot/ours-graph", "ot/plan-graph", "ot/plan-graph-1check", "ot/ours-torch",
+                           "ot/plan-torch", "ot/plan-torch-1check"]
+    for name in ("ot/ours-graph", "ot/plan-graph", "ot/plan-graph-1check"):
+        assert "needs a CUDA device" in named[name]["error"] and "median_ms" not in named[name]
+    assert named["ot/ours-torch"]["cost_error"] < TINY_MAX_COST_ERROR
+    assert named["ot/plan-torch"]["plan_l1_vs_plain"] < 1e-4
+
+
+def test_fast_backends_are_named():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert bench.fast_backends("auto", cpu) == ["torch"] and bench.fast_backends("none", cpu) == []
+    assert bench.fast_backends("auto", cuda)[-1] == "graph"
+    assert bench.fast_backends("triton,compile", cuda) == ["triton", "compile"]
+    with pytest.raises(ValueError, match="--fast-backends: unknown cuda-magic"):
+        bench.fast_backends("triton,cuda-magic", cuda)
+
+
+def test_settings_the_solvers_do_not_know_are_refused():
+    with pytest.raises(ValueError, match="loss.warm_start"):
+        bench.solver_arguments({"epsilon": 0.01, "warm_start": True})
 
 
 def test_cli_rejects_unknown_sizes_and_sections(capsys):

@@ -207,7 +207,7 @@ def test_bad_inputs_name_the_file_and_key(trained, data, captioner_cfg, tmp_path
     voxels = tmp_path / "vox.h5"
     with h5py.File(voxels, "w") as fh:
         fh["test/nsd_id"] = np.array([5, 10_000])
-    with pytest.raises(KeyError, match="demo-clip.h5: no tokens for 1 test image.*10000"):
+    with pytest.raises(ValueError, match="demo-clip.h5: nsd_id 10000 is not in the embeddings"):
         caption.read_image_fed(data["embeddings"], voxels)
     with pytest.raises(SystemExit):
         caption.main(["--cfg", "{}", "--tokens", str(bad), "--image-embeddings", str(data["embeddings"]),

@@ -16,7 +16,8 @@ MASSES = (0.1, 0.3, 0.5, 0.9)
 
 @pytest.fixture
 def loss_cfg(sim_cfg) -> dict:
-    return sim_cfg["loss"]
+    """The real config's loss settings (the demo overlay picks the exact LP, these tests are about Sinkhorn)."""
+    return {**sim_cfg["loss"], "solver": "sinkhorn"}
 
 
 def settings(loss_cfg: dict, **overrides) -> dict:

@@ -11,7 +11,8 @@ predictions ``x = y + noise * N(0, 1)``, (B, T, d)):
    ``ot.partial.partial_wasserstein`` on a CPU numpy copy (uniform weights, m = lambda), loss
    ``sum(C * gamma)``, mean over the batch; forward + backward;
 2. ``ot/ours``: our loss (:func:`brainot.losses.make_loss` with the config's ``loss:`` settings), forward +
-   backward, and ``ot/ours-<backend>``: the same loss with the fused solver of :mod:`brainot.ot_fast`; each with
+   backward (``loss.backend: plain``), and ``ot/ours-<backend>``: the same loss with the fused solver of
+   :mod:`brainot.ot_fast` (``loss.backend: <backend>``); each with
    its relative transport-cost error against the exact LP on the same squared-Euclidean cost
    (``|L - L*| / L*`` of the batch-mean loss, ``L*`` from POT's exact partial plan);
 3. ``ot/mse``: MSE forward + backward;
@@ -49,6 +50,7 @@ from tqdm import tqdm
 
 from brainot import config as bcfg
 from brainot import ot as bot
+from brainot import ot_fast
 
 REPO = Path(__file__).resolve().parents[2]
 SECTIONS = ("ot", "train", "caption", "embed")
@@ -61,9 +63,8 @@ TARGET_CAPTION_SPEEDUP = 10.0
 PAPER_VOXELS = 15724          # subj01's nsdgeneral voxels (UMBRAE's BrainXS input)
 CLIP_WIDTH = 1024             # ViT-L/14's token width: the image tokens the encoder predicts
 # loss: settings of the config -> keyword of the solvers (the rest select the solver, cost and granularity).
-SOLVER_ARGS = {"epsilon": "reg", "max_iter": "numItermax", "tol": "stopThr", "check_every": "check_every",
-               "n_anneal": "n_anneal"}
-NOT_SOLVER_ARGS = ("solver", "granularity", "cost_normalisation", "mass")
+SOLVER_ARGS = {"epsilon": "reg", "max_iter": "numItermax", "tol": "stopThr", "check_every": "check_every"}
+NOT_SOLVER_ARGS = ("solver", "granularity", "cost_normalisation", "mass", "backend")
 
 
 @dataclass
@@ -185,29 +186,16 @@ def authors_ot_loss(x: torch.Tensor, y: torch.Tensor, mass: float) -> torch.Tens
     return total / x.shape[0]
 
 
-def fused_ot_loss(settings: dict, mass: float, backend: str):
-    """:func:`brainot.losses.ot_loss` with the plan from :func:`brainot._ot_fast().sinkhorn_partial` (``backend``).
+def ot_loss_with_backend(settings: dict, mass: float, backend: str):
+    """The training loss :func:`brainot.losses.make_loss` builds for objective ``ot<mass>`` with
+    ``loss.backend: <backend>`` (``plain``: :func:`brainot.ot.sinkhorn_partial`; else :mod:`brainot.ot_fast`).
 
     Returns ``loss(x, y, log=False)``; with ``log`` also the solver's log dict.
     """
-    kwargs = solver_arguments(settings)
+    from brainot.losses import make_loss
 
-    def loss(x: torch.Tensor, y: torch.Tensor, log: bool = False):
-        if settings["granularity"] == "token":
-            C = bot.dist_sqeuclidean(x, y)
-        else:
-            C = bot.dist_sqeuclidean(x.flatten(1)[None], y.flatten(1)[None])
-        with torch.no_grad():
-            M = C.detach().to(torch.promote_types(C.dtype, torch.float32))
-            B, n, k = M.shape
-            a = torch.full((B, n), 1.0 / n, dtype=M.dtype, device=M.device)
-            b = torch.full((B, k), 1.0 / k, dtype=M.dtype, device=M.device)
-            plan, info = _ot_fast().sinkhorn_partial(a, b, bot.normalise_cost(M, settings["cost_normalisation"]),
-                                                  mass, log=True, backend=backend, **kwargs)
-        value = (plan.to(C.dtype) * C).sum((1, 2)).mean()
-        return (value, info) if log else value
-
-    return loss
+    solver_arguments(settings)  # a setting the solvers do not know would make the comparison unfair
+    return make_loss({**settings, "backend": backend}, bcfg.objective("ot", mass))
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -247,28 +235,21 @@ def free_memory(device: torch.device) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- sections
-def _ot_fast():
-    """The fused solver. It was written against an earlier form of :mod:`brainot.ot`'s iterations and is being
-    ported (branch ``wip/ot-fast``); until then only an explicit request reaches here, and gets this error."""
-    try:
-        from brainot import ot_fast
-    except ImportError:
-        raise SystemExit("brainot.ot_fast (the fused OT solver) is not in this release: it is being ported to "
-                         "brainot.ot's current iterations (branch wip/ot-fast); run without --fast-backends "
-                         "and --compile") from None
-    return ot_fast
-
-
 def fast_backends(requested: str, device: torch.device) -> list[str]:
-    """The fused variants to bench: none by default (see :func:`_ot_fast`); ``auto`` = Triton and CUDA graphs
-    on CUDA, the one-pass PyTorch on CPU."""
+    """The fused variants to bench: ``none``; ``auto`` = Triton (when installed) and CUDA graphs on CUDA, the
+    multisection PyTorch iterations on CPU; or a comma-separated list of :data:`brainot.ot_fast.BACKENDS`."""
     if requested == "none":
         return []
-    if requested != "auto":
-        return [b for b in requested.split(",") if b]
-    if device.type == "cuda":
-        return (["triton"] if _ot_fast().triton_available() else []) + ["graph"]
-    return ["torch"]
+    if requested == "auto":
+        if device.type == "cuda":
+            return (["triton"] if ot_fast.triton_available() else []) + ["graph"]
+        return ["torch"]
+    backends = [b for b in requested.split(",") if b]
+    unknown = sorted(set(backends) - set(ot_fast.BACKENDS) - {"auto"})
+    if unknown:
+        raise ValueError(f"--fast-backends: unknown {', '.join(unknown)}; expected none, auto or a comma-separated "
+                         f"list of {', '.join(b for b in ot_fast.BACKENDS if b != 'auto')}")
+    return backends
 
 
 def attempt(name: str, section: str, measure_row) -> dict:
@@ -333,7 +314,7 @@ def bench_ot(sizes: Sizes, settings: dict, device: torch.device, backends: list[
         exact = exact_value()
         out = row(name, forward_backward(loss_fn, x, y), cost_error=abs(float(value) - exact) / exact,
                   loss=float(value), exact_loss=exact, n_iter=int(info["n_iter"]),
-                  marginal_error=float(info["err"].max()), note=note)
+                  marginal_error=float(info["err"].max()), backend=info.get("backend"), note=note)
         if info.get("triton_config"):
             out["triton_config"] = info["triton_config"]
         return {**out, "first_ms": first}
@@ -342,13 +323,14 @@ def bench_ot(sizes: Sizes, settings: dict, device: torch.device, backends: list[
         kwargs = solver_arguments(settings)
         timed = {**kwargs, "check_every": kwargs["numItermax"]} if one_check else kwargs
         checks = "one check at the end" if one_check else f"a check every {kwargs['check_every']} iterations"
-        G, first = first_call(lambda: solve(a, b, M, mass, **timed))
-        out = row(name, lambda: solve(a, b, M, mass, **timed),
+        (G, info), first = first_call(lambda: solve(a, b, M, mass, log=True, **timed))
+        out = row(name, lambda: solve(a, b, M, mass, **timed), n_iter=int(info["n_iter"]),
                   note=f"solve only (token problems, no cost, no gradient), {checks}")
-        if solve is not bot.sinkhorn_partial:  # same plan as the plain solver? sum |G - G_plain| / m
-            if "plain_plan" not in memo:
-                memo["plain_plan"] = bot.sinkhorn_partial(a, b, M, mass, **kwargs)
-            out["plan_l1_vs_plain"] = float(((G - memo["plain_plan"]).abs().sum((1, 2)) / mass).max())
+        if solve is not bot.sinkhorn_partial:  # the plain solver's plan at the same settings? sum |G - G_plain| / m
+            key = ("plain_plan", one_check)
+            if key not in memo:
+                memo[key] = bot.sinkhorn_partial(a, b, M, mass, **timed)
+            out["plan_l1_vs_plain"] = float(((G - memo[key]).abs().sum((1, 2)) / mass).max())
         return {**out, "first_ms": first}
 
     def fixed_plan_row():
@@ -360,7 +342,7 @@ def bench_ot(sizes: Sizes, settings: dict, device: torch.device, backends: list[
             note="cost forward + backward with the plan given: the floor of any plan-then-cost loss")
 
     def plain_loss():
-        plain = make_loss(settings, objective)
+        plain = make_loss({**settings, "backend": "plain"}, objective)
         return lambda p, q, log=False: plain(p, q, log=log)
 
     jobs = []
@@ -369,17 +351,16 @@ def bench_ot(sizes: Sizes, settings: dict, device: torch.device, backends: list[
                      lambda p, q: authors_ot_loss(p, q, mass), x, y), slow=True,
                      note="per-sample cdist + POT exact partial LP on CPU")),
                  ("ot/mse", lambda: row("ot/mse", forward_backward(mse_loss, x, y))),
-                 ("ot/ours", lambda: loss_row("ot/ours", plain_loss, f"brainot.losses, solver {settings['solver']}")),
+                 ("ot/ours", lambda: loss_row("ot/ours", plain_loss,
+                                              f"brainot.losses, solver {settings['solver']}, backend plain")),
                  ("ot/plan-plain", lambda: solve_row("ot/plan-plain", bot.sinkhorn_partial))]
     for backend in backends:
-        solve = partial(_ot_fast().sinkhorn_partial, backend=backend)
+        solve = partial(ot_fast.sinkhorn_partial_fast, backend=backend)
         jobs += [(f"ot/ours-{backend}", partial(loss_row, f"ot/ours-{backend}",
-                                                partial(fused_ot_loss, settings, mass, backend),
-                                                f"brainot.ot_fast backend {backend}")),
-                 (f"ot/plan-{backend}", partial(solve_row, f"ot/plan-{backend}", solve))]
-        if backend != "compile":  # max_iter fused iterations would be one more (long) compilation
-            jobs.append((f"ot/plan-{backend}-1check", partial(solve_row, f"ot/plan-{backend}-1check", solve,
-                                                              one_check=True)))
+                                                partial(ot_loss_with_backend, settings, mass, backend),
+                                                f"brainot.losses, loss.backend {backend} (brainot.ot_fast)")),
+                 (f"ot/plan-{backend}", partial(solve_row, f"ot/plan-{backend}", solve)),
+                 (f"ot/plan-{backend}-1check", partial(solve_row, f"ot/plan-{backend}-1check", solve, one_check=True))]
     if reference:
         jobs += [("ot/cost-fixed-plan", fixed_plan_row),
                  ("ot/exact", lambda: row("ot/exact", forward_backward(exact_loss(), x, y), slow=True,
@@ -403,9 +384,9 @@ def bench_train(sizes: Sizes, cfg: dict, settings: dict, device: torch.device, b
     voxels = torch.randn(sizes.batch, sizes.voxels, generator=gen).to(device)
     tokens = torch.randn(sizes.batch, sizes.tokens, sizes.dim, generator=gen).to(device)
     losses = {"train/mse": partial(make_loss, settings, "mse"),
-              "train/ot": partial(make_loss, settings, bcfg.objective("ot", mass))}
+              "train/ot": partial(ot_loss_with_backend, settings, mass, "plain")}
     for backend in backends:
-        losses[f"train/ot-{backend}"] = partial(fused_ot_loss, settings, mass, backend)
+        losses[f"train/ot-{backend}"] = partial(ot_loss_with_backend, settings, mass, backend)
     size = f"BrainXS V={sizes.voxels} L={sizes.tokens} H={sizes.hidden} depth={sizes.depth} B={sizes.batch}"
 
     def step_row(name, make_loss_fn):
@@ -551,12 +532,13 @@ def targets(results: list[dict], max_cost_error: float, on_gpu_at_paper_size: bo
 
 def table(report: dict) -> str:
     """The results as a fixed-width text table (and the targets under it)."""
-    lines = [f"brainot.bench --size {report['size']} on {report['device']} (torch {report['versions']['torch']}, "
+    lines = [f"brainot.bench --size {report['size']} on {report['device']} (torch {report['versions'].get('torch')}, "
              f"commit {report['commit']}, {report['date']})",
-             f"{'name':<20} {'size':<60} {'median ms':>11} {'first ms':>10} {'ratio':>14} {'cost err':>9}"]
+             f"{'name':<22} {'size':<60} {'median ms':>11} {'first ms':>10} {'ratio':>14} {'cost err':>9} "
+             f"{'plan L1/m':>9} {'iters':>5}"]
     for r in report["results"]:
         if "error" in r:
-            lines.append(f"{r['name']:<20} ERROR {r['error']}")
+            lines.append(f"{r['name']:<22} ERROR {r['error']}")
             continue
         ratio = ""
         if "speedup_vs_authors" in r:
@@ -568,8 +550,10 @@ def table(report: dict) -> str:
         elif "images_per_s" in r:
             ratio = f"{r['images_per_s']:.1f} img/s"
         err = f"{100 * r['cost_error']:.3f}%" if "cost_error" in r else ""
-        lines.append(f"{r['name']:<20} {r['size'][:60]:<60} {r['median_ms']:>11.3f} {r['first_ms']:>10.1f} "
-                     f"{ratio:>14} {err:>9}")
+        l1 = f"{r['plan_l1_vs_plain']:.1e}" if "plan_l1_vs_plain" in r else ""
+        iters = str(r.get("n_iter", ""))
+        lines.append(f"{r['name']:<22} {r['size'][:60]:<60} {r['median_ms']:>11.3f} {r['first_ms']:>10.1f} "
+                     f"{ratio:>14} {err:>9} {l1:>9} {iters:>5}".rstrip())
     if report.get("targets"):
         lines.append("targets" + ("" if report["targets"][0]["applies"] else
                                   " (they apply on an H100/H200-class GPU at --size paper; shown for reference)"))
@@ -674,7 +658,9 @@ def merge(paths: list[str]) -> dict:
     reports = [json.loads(Path(p).read_text()) for p in paths]
     if not reports:
         raise ValueError("--merge: no report files given")
-    merged = {**reports[0], "results": [r for rep in reports for r in rep["results"]],
+    # A stub (scripts/gpu_bench.sh's report of a step that wrote nothing) carries rows, not the run's header.
+    header = next((rep for rep in reports if not rep.get("stub")), reports[0])
+    merged = {**header, "results": [r for rep in reports for r in rep["results"]],
               "wall_s": sum(rep.get("wall_s", 0) for rep in reports), "merged_from": [str(p) for p in paths]}
     return finish(merged)
 
@@ -698,10 +684,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "train:, caption: and embedding: sections are used (default: the repository's config.yaml)")
     p.add_argument("--loss", type=json.loads, default={},
                    help="JSON overriding loss: settings, e.g. '{\"epsilon\": 0.005}'")
-    p.add_argument("--fast-backends", default="none",
-                   help="brainot.ot_fast backends to bench, comma-separated (triton, graph, compile, torch); auto = "
-                        "triton and graph on CUDA, torch on CPU; none (the default in this release: the fused solver is being "
-                        "ported, see docs/performance.md)")
+    p.add_argument("--fast-backends", default="auto",
+                   help="brainot.ot_fast backends to bench, comma-separated (triton, graph, compile, torch), or none; "
+                        "auto (default) = triton and graph on CUDA, torch on CPU")
     p.add_argument("--compile", action="store_true",
                    help="also bench the torch.compile backend (its compile time is the 'first ms' column)")
     p.add_argument("--no-reference", action="store_true",

@@ -5,8 +5,10 @@ of the entropic plan's transport cost sum(G * M) against ``ot.partial.partial_wa
 iterations used and the plan's constraint violation, at the ``loss:`` settings of a config.
 
 ``python -m brainot.bench_ot speed``: wall time of one loss forward + backward for MSE, our solver
-(``ot_loss(solver='sinkhorn')``), and the authors' per-sample loop (``torch.cdist(x[b], y[b]) ** 2`` then
-``ot.partial.partial_wasserstein`` on a numpy copy, one sample at a time).
+(``ot_loss(solver='sinkhorn')`` with the config's ``loss.backend``: ``auto`` is the Triton kernel on a CUDA device
+where Triton is installed; ``--loss '{"backend": "plain"}'`` for the plain solver), and the authors' per-sample
+loop (``torch.cdist(x[b], y[b]) ** 2`` then ``ot.partial.partial_wasserstein`` on a numpy copy, one sample at a
+time).
 
 Both print a Markdown table (the one in ``docs/ot.md``).
 """

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from brainot import shikra
+from brainot import data, shikra
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -44,29 +44,10 @@ def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_image_fed(embeddings: str | Path, voxels: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """The true tokens of the test images of ``voxels`` (``test/nsd_id`` order) from the embeddings cache."""
+    """The true tokens (float32) of the test images of ``voxels`` (``test/nsd_id`` order) from the embeddings cache."""
     with h5py.File(voxels, "r") as fh:
         test_ids = _dataset(fh, voxels, "test/nsd_id")[:].astype(np.int64)
-    with h5py.File(embeddings, "r") as fh:
-        ids = _dataset(fh, embeddings, "nsd_id")[:].astype(np.int64)
-        tokens = _dataset(fh, embeddings, "tokens")
-        if tokens.ndim != 3 or tokens.shape[0] != ids.shape[0]:
-            raise ValueError(f"{embeddings}: 'tokens' has shape {tokens.shape}, expected (N={ids.shape[0]}, T, D)")
-        if np.any(np.diff(ids) <= 0):
-            raise ValueError(f"{embeddings}: 'nsd_id' is not strictly increasing")
-        rows = np.searchsorted(ids, test_ids)
-        rows_ok = rows < ids.size
-        found = np.zeros(test_ids.shape, dtype=bool)
-        found[rows_ok] = ids[rows[rows_ok]] == test_ids[rows_ok]
-        if not found.all():
-            missing = test_ids[~found]
-            raise KeyError(f"{embeddings}: no tokens for {missing.size} test image(s) of {voxels}, "
-                           f"e.g. nsd_id {missing[:5].tolist()}")
-        # h5py fancy indexing needs increasing indices; test order is ascending nsd_id, but do not rely on it
-        order = np.argsort(rows)
-        picked = np.empty((rows.size,) + tokens.shape[1:], dtype=np.float32)
-        picked[order] = tokens[rows[order]].astype(np.float32)
-    return picked, test_ids
+    return data.read_tokens(embeddings, test_ids).astype(np.float32), test_ids
 
 
 def coco_ids(stim_info: str | Path, nsd_ids: np.ndarray) -> np.ndarray:

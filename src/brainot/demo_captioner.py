@@ -123,6 +123,9 @@ def train(cfg: dict, tokens: np.ndarray, captions: list[list[str]], prompt: str,
     """Train the captioner on ``tokens`` (N, T, D) and their ``captions``. Returns (model, tokenizer, projector, log).
 
     Each epoch visits every image once (shuffled) with one of its captions, cycling through them so all are used.
+    With ``cfg["shuffle_tokens"]`` every sample's image tokens come in a fresh random order, so the captioner reads
+    them as a set: token-level OT (the paper's loss) is blind to token order, and a brain encoder trained with it
+    predicts the right tokens at permuted positions, which a position-bound captioner would misread.
     """
     from transformers import get_cosine_schedule_with_warmup
 
@@ -149,8 +152,12 @@ def train(cfg: dict, tokens: np.ndarray, captions: list[list[str]], prompt: str,
             rows = order[first:first + cfg["batch_size"]]
             chosen = [targets[i][(offsets[i] + epoch) % len(targets[i])] for i in rows]
             ids, labels, mask = batch_targets(prompt_ids, chosen, tokenizer.pad_token_id)
+            image = x[rows]
+            if cfg["shuffle_tokens"]:
+                order_t = torch.from_numpy(np.argsort(rng.random((len(rows), n_tokens)), axis=1))
+                image = torch.take_along_dim(image, order_t[:, :, None], dim=1)
             embeds = shikra.splice_image_tokens(model.get_input_embeddings()(ids), ids == patch_id,
-                                                projector(x[rows]))
+                                                projector(image))
             loss = model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -29,9 +29,12 @@ from brainot.config import ConfigError, parse_objective
 
 GRANULARITIES = ("token", "batch")
 SOLVERS = ("exact", "sinkhorn")
+# How the sinkhorn solver runs (loss.backend): plain = brainot.ot.sinkhorn_partial; the others are
+# brainot.ot_fast's fused backends (same iterations); auto = the Triton kernel where it can run, else plain.
+BACKENDS = ("auto", "plain", "torch", "triton", "graph", "compile")
 # loss: keys that ot_loss takes as settings (loss.mass is the tables' default lambda, not a solver setting:
 # the mass of a run comes from its objective wildcard).
-PLAN_SETTINGS = ("solver", "epsilon", "cost_normalisation", "max_iter", "tol", "check_every")
+PLAN_SETTINGS = ("solver", "epsilon", "cost_normalisation", "max_iter", "tol", "check_every", "backend")
 OT_SETTINGS = PLAN_SETTINGS + ("granularity",)
 
 
@@ -47,12 +50,26 @@ def _check_tokens(x: torch.Tensor, y: torch.Tensor) -> None:
                          f"and {tuple(y.shape)}")
 
 
+def sinkhorn_solver(backend: str, M: torch.Tensor) -> Callable:
+    """The entropic solver that ``loss.backend`` names for costs M: :func:`brainot.ot.sinkhorn_partial` (plain,
+    and ``auto`` where the Triton kernel cannot run) or :func:`brainot.ot_fast.sinkhorn_partial_fast`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"loss.backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "plain":
+        return bot.sinkhorn_partial
+    from brainot import ot_fast  # imports Triton where installed: only when a fused backend may be used
+
+    if backend == "auto" and not ot_fast.triton_usable(M):
+        return bot.sinkhorn_partial
+    return partial(ot_fast.sinkhorn_partial_fast, backend=backend)
+
+
 def transport_plan(C: torch.Tensor, mass: float, *, solver: str, epsilon: float, cost_normalisation: str,
-                   max_iter: int, tol: float, check_every: int) -> tuple[torch.Tensor, dict]:
+                   max_iter: int, tol: float, check_every: int, backend: str) -> tuple[torch.Tensor, dict]:
     """Partial-OT plans (B, n, k) for costs C (B, n, k), uniform weights, mass ``mass`` (1 = all of it).
 
     No gradient: the plan is a constant of the loss. Returns (plan, log) where log has ``n_iter`` and the
-    relative constraint violation ``err`` (B,) of the plan.
+    relative constraint violation ``err`` (B,) of the plan (and, for sinkhorn, the ``backend`` that ran).
     """
     with torch.no_grad():
         # Half-precision costs (autocast) would lose the small differences the plan depends on.
@@ -62,8 +79,10 @@ def transport_plan(C: torch.Tensor, mass: float, *, solver: str, epsilon: float,
         b = torch.full((B, k), 1.0 / k, dtype=M.dtype, device=M.device)
         m = float(mass)  # lambda * min(sum a, sum b), both sums being 1
         if solver == "sinkhorn":
-            G, log = bot.sinkhorn_partial(a, b, bot.normalise_cost(M, cost_normalisation), m, epsilon,
-                                          numItermax=max_iter, stopThr=tol, check_every=check_every, log=True)
+            M = bot.normalise_cost(M, cost_normalisation)
+            G, log = sinkhorn_solver(backend, M)(a, b, M, m, epsilon, numItermax=max_iter, stopThr=tol,
+                                                 check_every=check_every, log=True)
+            log.setdefault("backend", "plain")
         elif solver == "exact":
             G = bot.partial_wasserstein_exact(a, b, M, m)
             log = {"n_iter": 0, "err": bot.partial_marginal_error(G, a, b, torch.full_like(M[:, 0, 0], m))}
@@ -73,7 +92,8 @@ def transport_plan(C: torch.Tensor, mass: float, *, solver: str, epsilon: float,
 
 
 def ot_loss(x: torch.Tensor, y: torch.Tensor, mass: float, *, solver: str, granularity: str, epsilon: float,
-            cost_normalisation: str, max_iter: int, tol: float, check_every: int, log: bool = False):
+            cost_normalisation: str, max_iter: int, tol: float, check_every: int, backend: str,
+            log: bool = False):
     r"""Partial-OT loss :math:`\sum_{ij} \gamma^\star_{ij} \|x_i - y_j\|^2` (the paper's eq. 14), x, y (B, T, D).
 
     ``mass`` is lambda in (0, 1] (the paper's eq. 11); ``granularity`` ``token`` (B problems of T x T, loss
@@ -91,7 +111,7 @@ def ot_loss(x: torch.Tensor, y: torch.Tensor, mass: float, *, solver: str, granu
     else:
         raise ValueError(f"granularity {granularity!r}: expected one of {', '.join(GRANULARITIES)}")
     plan, info = transport_plan(C, mass, solver=solver, epsilon=epsilon, cost_normalisation=cost_normalisation,
-                                max_iter=max_iter, tol=tol, check_every=check_every)
+                                max_iter=max_iter, tol=tol, check_every=check_every, backend=backend)
     loss = (plan * C).sum((1, 2)).mean()
     return (loss, info) if log else loss
 

@@ -214,31 +214,47 @@ def sinkhorn_partial(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, m, reg: 
     -------
     G : (B, n, m) tensor in M's dtype and device (and the log dict when ``log``).
     """
-    if reg <= 0:
-        raise ValueError(f"reg: the entropic regularisation must be > 0, got {reg}")
-    if numItermax < 1 or check_every < 1:
-        raise ValueError(f"numItermax ({numItermax}) and check_every ({check_every}) must be >= 1")
+    check_solver_settings(reg, numItermax, check_every)
     with torch.no_grad():
         M = M.detach()
         a, b = a.to(M), b.to(M)
         m = _check_problem(a, b, M, m)
-        logK = -M / reg
-        log_a, log_b, log_m = a.log(), b.log(), m.log()
-        v = torch.zeros_like(log_b)
-        G_prev, n_iter = None, 0
-        while n_iter < numItermax:
-            steps = min(check_every, numItermax - n_iter)
-            u, v = partial_sinkhorn_iterations(logK, log_a, log_b, log_m, v, steps)
-            n_iter += steps
-            G = partial_plan(logK, u, v)
-            err = partial_marginal_error(G, a, b, m)
-            change = (G - G_prev).abs().sum((1, 2)) / m if G_prev is not None else torch.full_like(err, torch.inf)
-            if float(torch.maximum(err, change).max()) <= stopThr:
-                break
-            G_prev = G
-    if log:
-        return G, {"n_iter": n_iter, "err": err, "plan_change": change}
-    return G
+        G, info = checked_iterations(partial_sinkhorn_iterations, -M / reg, a, b, m, numItermax, stopThr,
+                                     check_every)
+    return (G, info) if log else G
+
+
+def check_solver_settings(reg: float, numItermax: int, check_every: int) -> None:
+    """Raise ValueError unless reg > 0 and numItermax, check_every >= 1."""
+    if reg <= 0:
+        raise ValueError(f"reg: the entropic regularisation must be > 0, got {reg}")
+    if numItermax < 1 or check_every < 1:
+        raise ValueError(f"numItermax ({numItermax}) and check_every ({check_every}) must be >= 1")
+
+
+def checked_iterations(iterations, logK: torch.Tensor, a: torch.Tensor, b: torch.Tensor, m: torch.Tensor,
+                       numItermax: int, stopThr: float, check_every: int) -> tuple[torch.Tensor, dict]:
+    """Run ``iterations`` (e.g. :func:`partial_sinkhorn_iterations`) ``check_every`` at a time until converged.
+
+    The stopping rule of :func:`sinkhorn_partial`, shared with the fused solvers of :mod:`brainot.ot_fast`
+    (``iterations(logK, log_a, log_b, log_m, v, n_iter) -> (u, v)``, the same contract). logK (B, n, m) = -M / reg;
+    a (B, n), b (B, m), m (B,) checked. Returns the plan (B, n, m) and the log dict of :func:`sinkhorn_partial`.
+    """
+    logK = logK.contiguous()
+    log_a, log_b, log_m = a.log().contiguous(), b.log().contiguous(), m.log().contiguous()
+    v = torch.zeros_like(log_b)
+    G_prev, n_iter = None, 0
+    while n_iter < numItermax:
+        steps = min(check_every, numItermax - n_iter)
+        u, v = iterations(logK, log_a, log_b, log_m, v, steps)
+        n_iter += steps
+        G = partial_plan(logK, u, v)
+        err = partial_marginal_error(G, a, b, m)
+        change = (G - G_prev).abs().sum((1, 2)) / m if G_prev is not None else torch.full_like(err, torch.inf)
+        if float(torch.maximum(err, change).max()) <= stopThr:
+            break
+        G_prev = G
+    return G, {"n_iter": n_iter, "err": err, "plan_change": change}
 
 
 def partial_wasserstein_exact(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor, m) -> torch.Tensor:

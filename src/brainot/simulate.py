@@ -61,8 +61,8 @@ Planted ground truth (what later tests may check):
 2. All regions together beat any single family: the categories live in different families (all nsdgeneral
    decodes every one of them at >= 0.998).
 3. P carries the most caption content: the place is in every image and every caption and P has the largest
-   amplitude, so in a region ranking P comes first, as the paper finds (its Fig. 4); V, which only sees
-   contrast, ranks low.
+   amplitude, so in a region ranking P comes first, as the paper finds (its Fig. 4). (Unlike the paper, V does
+   not rank last: the places differ in colour layout, which V's contrast pRFs partly see.)
 
 Randomness: every part draws from its own ``numpy.random.Generator`` seeded by ``(seed, part, subject...)``,
 so the same ``synthetic.seed`` gives the same files and another seed different ones.

@@ -59,7 +59,8 @@ rule table_roi:
                  for r in TS["roi"]["regions"]],
         voxels="results/tables/voxels.csv",
     output:
-        csv="results/tables/roi.csv",
+        csv=report("results/tables/roi.csv", caption="../report/roi_table.rst", category="Tables",
+                   subcategory="Table 2: region sets"),
         parquet="results/tables/roi.parquet",
     params:
         regions=TS["roi"]["regions"],
@@ -82,7 +83,8 @@ rule table_methods:
         mse_s1=RUN_METRICS.format(run_dir(TS["methods"]["s1"], TS["methods"]["region"], "mse", TSEED)),
         mse_cross=RUN_METRICS.format(run_dir(TS["methods"]["cross"], TS["methods"]["region"], "mse", TSEED)),
     output:
-        csv="results/tables/methods.csv",
+        csv=report("results/tables/methods.csv", caption="../report/methods_table.rst", category="Tables",
+                   subcategory="Table 1: methods"),
         parquet="results/tables/methods.parquet",
     log:
         "logs/tables/methods.log",
@@ -100,7 +102,8 @@ rule table_lambda:
         metrics=[RUN_METRICS.format(run_dir(TS["lambda"]["trainset"], r, bcfg.objective("ot", m), TSEED))
                  for r in TS["lambda"]["regions"] for m in TS["lambda"]["masses"]],
     output:
-        csv="results/tables/lambda.csv",
+        csv=report("results/tables/lambda.csv", caption="../report/lambda_table.rst", category="Tables",
+                   subcategory="Fig. 5 / A.1: mass ratio"),
         parquet="results/tables/lambda.parquet",
     params:
         regions=TS["lambda"]["regions"],

@@ -30,7 +30,8 @@ rule voxel_table:
     input:
         expand("results/rois/{subject}.counts.csv", subject=SUBJECTS),
     output:
-        csv="results/tables/voxels.csv",
+        csv=report("results/tables/voxels.csv", caption="../report/voxels_table.rst", category="Tables",
+                   subcategory="Voxels per region set"),
     params:
         regions=lambda w: json.dumps(REGIONS, separators=(",", ":")),
     log:

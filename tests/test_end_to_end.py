@@ -1,0 +1,52 @@
+"""The whole workflow on the micro configuration recovers the simulator's planted truth in the paper's tables.
+
+The simulator (brainot.simulate, "Planted ground truth") puts each scene category in its own ROI family, so
+captions decoded from all regions together carry more of the scene than those of any one family; and nothing
+decoded from the brain can beat the captioner fed the true image tokens (the paper's gray Shikra-w/img row).
+The run itself is the session fixture ``micro_workflow`` (tests/conftest.py): simulate, fetch, extract, ROIs,
+the demo CLIP, embeddings, encoders per region set and loss, predictions, the demo captioner, captions,
+metrics, tables, all through Snakemake.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from brainot import config as bcfg
+from brainot.config import REPO
+
+pytestmark = pytest.mark.slow   # the micro workflow: several minutes on 2 cores (shared with the report test)
+
+FAMILIES = ("V", "P", "F", "W", "B")
+
+
+@pytest.fixture(scope="module")
+def tables(micro_workflow):
+    out = micro_workflow / "results" / "tables"
+    return {name: pd.read_csv(out / f"{name}.csv", keep_default_na=False) for name in ("roi", "methods", "lambda")}
+
+
+def test_the_tables_have_the_configured_rows(tables):
+    cfg = bcfg.load(REPO / "config.yaml", REPO / "demo" / "config.yaml", REPO / "tests" / "micro.yaml")
+    assert list(tables["roi"]["region"]) == cfg["tables"]["roi"]["regions"]
+    this_run = tables["methods"][tables["methods"]["source"] == "this run"]
+    assert list(this_run["method"]) == ["Shikra-w/img", "OT-S1", "OT-Cross Subjects", "UMBRAE(MSE)-S1*",
+                                        "UMBRAE(MSE)*"]
+    n_lambda = len(cfg["tables"]["lambda"]["regions"]) * len(cfg["tables"]["lambda"]["masses"])
+    assert len(tables["lambda"]) == n_lambda
+    # every caption set was scored on the whole test set
+    assert set(tables["roi"]["n"]) == set(this_run["n"]) == {cfg["synthetic"]["n_shared"]}
+
+
+def test_image_fed_captions_beat_every_brain_row(tables):
+    methods = tables["methods"][tables["methods"]["source"] == "this run"].set_index("method")
+    upper = float(methods.loc["Shikra-w/img", "CIDEr"])
+    brain = [float(v) for v in methods.drop("Shikra-w/img")["CIDEr"]] + [float(v) for v in tables["roi"]["CIDEr"]]
+    assert upper > max(brain), (upper, brain)
+
+
+def test_all_regions_beat_every_single_family_on_cider(tables):
+    cider = tables["roi"].set_index("region")["CIDEr"].astype(float)
+    for family in FAMILIES:
+        assert cider["all"] > cider[family], cider.to_dict()
