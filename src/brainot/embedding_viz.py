@@ -41,6 +41,7 @@ import pandas as pd
 
 from brainot.config import ConfigError
 from brainot.data import DataError
+from brainot.tables import write_numeric
 
 METHODS = ("PCA", "UMAP")
 POOLINGS = ("mean", "flat")
@@ -186,16 +187,6 @@ def viz_table(groupings: dict[str, dict[str, np.ndarray]], pooling: str, seed: i
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-def write_table(table: pd.DataFrame, csv_path: str | Path) -> Path:
-    """``csv_path`` (4 decimals, as the paper prints) and its ``.parquet`` sibling; returns the parquet path."""
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    parquet = csv_path.with_suffix(".parquet")
-    table.to_parquet(parquet, index=False)
-    table.to_csv(csv_path, index=False, float_format="%.4f")
-    return parquet
-
-
 def plot(projections: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], table: pd.DataFrame,
          path: str | Path, title: str) -> None:
     """A row of panels per grouping, a column per method; points coloured by region set (PNG, dpi 150)."""
@@ -262,7 +253,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                            f"(given: {', '.join(predictions)})")
         groupings[name] = {r: predictions[r] for r in regions}
     table, projections = viz_table(groupings, cfg["pooling"], cfg["seed"])
-    parquet = write_table(table, args.out)
+    parquet = write_numeric(table, args.out, "%.4f")
     n_images = len(next(iter(predictions.values())))
     plot(projections, table, args.figure, f"Predicted test embeddings ({n_images} images per encoder, "
                                           f"{cfg['pooling']}-pooled tokens)")

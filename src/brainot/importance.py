@@ -46,6 +46,7 @@ import pandas as pd
 from brainot.config import ConfigError
 from brainot.data import DataError, average_repeats, n_voxels, read_region, read_split, read_tokens
 from brainot.rois import OTHER
+from brainot.tables import write_numeric
 
 # torch is imported inside the functions that compute: the workflow imports this module for check_config
 # when it parses the Snakefile, and torch would add seconds to every snakemake call.
@@ -187,16 +188,6 @@ def importance_table(model: torch.nn.Module, subject: str, voxels: np.ndarray, t
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-def write_table(table: pd.DataFrame, csv_path: str | Path) -> Path:
-    """``csv_path`` and its ``.parquet`` sibling; returns the parquet path."""
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    parquet = csv_path.with_suffix(".parquet")
-    table.to_parquet(parquet, index=False)
-    table.to_csv(csv_path, index=False, float_format="%.6g")
-    return parquet
-
-
 def plot(table: pd.DataFrame, path: str | Path, title: str) -> None:
     """Grouped bars: per region, each method's normalised importance (PNG, dpi 150)."""
     import matplotlib
@@ -305,7 +296,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                              args.families, loss_for(cfg, cfg_loss, args.model), gradient=cfg_gradient,
                              batch_size=args.batch_size, device=device, model_path=args.model,
                              labels_path=args.labels)
-    parquet = write_table(table, args.out)
+    parquet = write_numeric(table, args.out, "%.6g")
     loss_name = cfg["objective"] if cfg_loss == "objective" else "mse"
     plot(table, args.figure, f"Region importance: {args.subject}, region set {cfg['region']!r}, {loss_name} "
                              f"({len(nsd_id)} test images)")

@@ -138,6 +138,17 @@ def lambda_table(metric_paths: list[str], regions: list[str], masses: list[float
     return pd.DataFrame(rows)[["region", "lambda", *METRICS, "n", "notes"]]
 
 
+def write_numeric(table: pd.DataFrame, csv_path: str | Path, float_format: str) -> Path:
+    """Write a table of plain numbers as ``csv_path`` (floats as ``float_format``) and its ``.parquet`` sibling;
+    returns the parquet path. (The paper's metric tables, with their n/a cells, go through :func:`write`.)"""
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    parquet = csv_path.with_suffix(".parquet")
+    table.to_parquet(parquet, index=False)
+    table.to_csv(csv_path, index=False, float_format=float_format)
+    return parquet
+
+
 def write(table: pd.DataFrame, csv_path: str | Path) -> Path:
     """Write ``csv_path`` and its ``.parquet`` sibling. CSV metric cells: 2 decimals, ``n/a`` for a metric
     this run lacks, empty for one the paper leaves empty."""
