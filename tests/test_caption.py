@@ -164,6 +164,38 @@ def test_training_is_deterministic_by_seed(data, captioner_cfg):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_prefix_loss_equals_the_full_sequence_loss_and_gradients(captioner_cfg):
+    """Running the shared prompt text once (batch 1) gives the loss and gradients of the padded full batch."""
+    cfg = dict(captioner_cfg[0], hidden=32, intermediate=64, heads=2, layers=2)
+    tokenizer = demo_captioner.build_tokenizer(["the system text before the image", "a b c d e f"])
+    model, _ = demo_captioner.build_model(cfg, tokenizer, D)
+    prefix = tokenizer("the system text before the image", add_special_tokens=False).input_ids
+    per_sample = tokenizer("a b", add_special_tokens=False).input_ids
+    targets = [tokenizer(t, add_special_tokens=False).input_ids for t in ("c d e f", "d", "f e c")]
+    embed = model.get_input_embeddings()
+    rng = np.random.default_rng(0)
+    extra = torch.from_numpy(rng.normal(0, 1, (3, len(per_sample) + 4, 32)).astype(np.float32))
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    ids, labels, mask = demo_captioner.batch_targets(per_sample, targets, tokenizer.pad_token_id)
+    embeds = embed(ids) + extra   # stands in for the spliced image tokens: not a token embedding
+    split = demo_captioner.prefix_loss(model, prefix, embeds, mask, labels)
+    g_split = grads(split)
+    ids_f, labels_f, mask_f = demo_captioner.batch_targets(prefix + per_sample, targets, tokenizer.pad_token_id)
+    embeds_f = torch.cat([embed(ids_f[:, :len(prefix)]), embed(ids_f[:, len(prefix):]) + extra], dim=1)
+    full = model(inputs_embeds=embeds_f, attention_mask=mask_f, labels=labels_f).loss
+    g_full = grads(full)
+    assert torch.allclose(split, full, rtol=1e-5, atol=1e-6), (float(split), float(full))
+    assert g_split.keys() == g_full.keys() and len(g_full) == len(list(model.parameters()))
+    for k in g_full:
+        torch.testing.assert_close(g_split[k], g_full[k], rtol=1e-4, atol=1e-6, msg=k)
+    assert g_split["model.embed_tokens.weight"][prefix].abs().sum(dim=1).min() > 0   # the prefix is in the graph
+
+
 def test_bad_captioner_config_is_rejected_before_training(data, captioner_cfg, tmp_path):
     cfg = dict(captioner_cfg[0], hidden=30, heads=4)
     with pytest.raises(ValueError, match="demo.captioner: hidden"):

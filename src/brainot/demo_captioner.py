@@ -119,6 +119,26 @@ def batch_targets(prompt: list[int], targets: list[list[int]], pad_id: int):
     return ids, labels, mask
 
 
+def prefix_loss(model, prefix: list[int], embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
+    """The causal-LM loss of ``prefix + sequence`` for every row, running the shared ``prefix`` once.
+
+    ``prefix``: token ids every row starts with; ``embeds`` (B, L, hidden), ``mask`` and ``labels`` (B, L): the
+    rest of each row. The prefix's keys and values are computed at batch 1 and repeated for the B rows, so its
+    share of the compute is paid once per step instead of B times; with the prefix labelled ``-100`` the loss and
+    its gradients equal those of the full ``(B, len(prefix) + L)`` forward (``model(...).loss``) up to rounding.
+    """
+    from transformers import DynamicCache
+
+    batch, n_prefix = embeds.shape[0], len(prefix)
+    cache = DynamicCache(config=model.config)
+    model.get_decoder()(input_ids=torch.tensor([prefix]), past_key_values=cache, use_cache=True)
+    cache.batch_repeat_interleave(batch)
+    full_mask = torch.cat([mask.new_ones(batch, n_prefix), mask], dim=1)
+    positions = torch.arange(n_prefix, n_prefix + embeds.shape[1]).expand(batch, -1)
+    return model(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions, past_key_values=cache,
+                 labels=labels, use_cache=False).loss
+
+
 def train(cfg: dict, tokens: np.ndarray, captions: list[list[str]], prompt: str, progress: bool = True):
     """Train the captioner on ``tokens`` (N, T, D) and their ``captions``. Returns (model, tokenizer, projector, log).
 
@@ -133,8 +153,12 @@ def train(cfg: dict, tokens: np.ndarray, captions: list[list[str]], prompt: str,
     tokenizer = build_tokenizer([shikra.conversation(prompt)] + [c for caps in captions for c in caps])
     model, projector = build_model(cfg, tokenizer, dim)
     prompt_ids = shikra.prompt_ids(tokenizer, prompt, n_tokens)
-    targets = encode_captions(tokenizer, captions, cfg["max_caption_tokens"])
     patch_id = tokenizer.convert_tokens_to_ids(shikra.IM_PATCH)
+    # The text before the first image token (the system text, about 40% of a sequence) is the same in every
+    # sample: prefix_loss runs it once per step.
+    first_patch = prompt_ids.index(patch_id)
+    prefix, per_sample = prompt_ids[:first_patch], prompt_ids[first_patch:]
+    targets = encode_captions(tokenizer, captions, cfg["max_caption_tokens"])
     params = list(model.parameters()) + list(projector.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     steps = cfg["epochs"] * math.ceil(n / cfg["batch_size"])
@@ -151,14 +175,14 @@ def train(cfg: dict, tokens: np.ndarray, captions: list[list[str]], prompt: str,
         for first in range(0, n, cfg["batch_size"]):
             rows = order[first:first + cfg["batch_size"]]
             chosen = [targets[i][(offsets[i] + epoch) % len(targets[i])] for i in rows]
-            ids, labels, mask = batch_targets(prompt_ids, chosen, tokenizer.pad_token_id)
+            ids, labels, mask = batch_targets(per_sample, chosen, tokenizer.pad_token_id)
             image = x[rows]
             if cfg["shuffle_tokens"]:
                 order_t = torch.from_numpy(np.argsort(rng.random((len(rows), n_tokens)), axis=1))
                 image = torch.take_along_dim(image, order_t[:, :, None], dim=1)
             embeds = shikra.splice_image_tokens(model.get_input_embeddings()(ids), ids == patch_id,
                                                 projector(image))
-            loss = model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+            loss = prefix_loss(model, prefix, embeds, mask, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

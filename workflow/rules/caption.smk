@@ -16,6 +16,7 @@ rule demo_captioner:
         "logs/demo/captioner.log",
     benchmark:
         "benchmarks/demo/captioner.tsv"
+    priority: CRITICAL_PATH_PRIORITY
     conda:
         ENV
     shell:

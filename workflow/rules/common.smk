@@ -20,6 +20,10 @@ SUBJECTS = [layout.subj(s) for s in NSD["subjects"]]
 REGIONS = list(config["rois"]["regions"])
 ENV = "../../envs/brainot.yaml"
 
+# Every caption waits for the captioner, which waits for the image embeddings and (demo) the CLIP: run that
+# chain before anything else competes for the cores, so the encoders train while the captioner does.
+CRITICAL_PATH_PRIORITY = 50
+
 
 wildcard_constraints:
     subject=r"subj0[1-8]",

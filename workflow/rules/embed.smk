@@ -16,6 +16,7 @@ rule demo_clip:
     benchmark:
         "benchmarks/demo/clip.tsv"
     # CPU only (tiny; about 80 CPU-seconds), so no gpu resource.
+    priority: CRITICAL_PATH_PRIORITY
     conda:
         ENV
     shell:
@@ -41,6 +42,7 @@ rule embed:
         f"results/embeddings/{EMBEDDING_NAME}.log",
     benchmark:
         f"benchmarks/embed/{EMBEDDING_NAME}.tsv"
+    priority: CRITICAL_PATH_PRIORITY
     conda:
         ENV
     shell:
