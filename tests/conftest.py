@@ -12,6 +12,7 @@ the directory that holds the bucket keys (``simulated_nsd / layout.EXPDESIGN`` e
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -92,3 +93,41 @@ def micro_workflow(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("micro-workflow")
     run_micro_workflow(workdir)
     return workdir
+
+
+def build_simulated_subj01(root: Path, synthetic: dict, clip: dict) -> dict[str, Path]:
+    """The data stage for subj01 of a fresh simulated NSD under ``root``, in process: simulate (``synthetic``,
+    sessions 1-6), extract, rois, the demo CLIP (``clip`` over demo/config.yaml's settings) and its embeddings.
+
+    Returns the paths: ``voxels``, ``labels`` (the column labels parquet), ``regions`` (the directory of
+    ``{region}.npy``) and ``embeddings``. Progress bars go to stderr: callers redirect it.
+    """
+    from brainot import demo_clip, embed, extract, layout, rois, simulate
+
+    cfg = bcfg.load(REPO / "config.yaml", REPO / "demo" / "config.yaml")
+    src = root / "nsd"
+    nsd = dict(cfg["nsd"], subjects=[1], sessions={"first": 1, "last": 6}, dir=str(src))
+    files = {"voxels": root / "voxels" / "subj01.h5", "labels": root / "rois" / "subj01.parquet",
+             "regions": root / "rois" / "subj01", "embeddings": root / "demo-clip.h5"}
+    simulate.simulate(src, dict(synthetic), copy.deepcopy(nsd))
+    extract.extract(nsd, 1, files["voxels"], root / "validity.tsv", progress=False)
+    rois.label_subject(cfg["rois"], nsd, "subj01", files["voxels"], files["labels"], files["regions"],
+                       root / "counts.csv", root / "families.csv")
+    demo_clip.build(src / layout.STIMULI, src / layout.STIM_INFO,
+                    [src / layout.CAPTIONS_DIR / k for k in layout.caption_keys()], {**cfg["demo"]["clip"], **clip},
+                    root / "clip")
+    embed.embed(src / layout.STIMULI, embed.image_ids([files["voxels"]]), files["embeddings"], str(root / "clip"),
+                layer=-2, drop_cls=True, device="cpu")
+    return files
+
+
+def train_mse_encoder(files: dict[str, Path], region: str, out_dir: Path, encoder: dict, train_cfg: dict) -> Path:
+    """Train one subj01 encoder with MSE through ``brainot.train``'s CLI on :func:`build_simulated_subj01`'s
+    files; returns its ``model.pt``."""
+    from brainot import train
+
+    assert train.main(["--encoder", json.dumps(encoder), "--train", json.dumps(train_cfg), "--loss", "{}",
+                       "--objective", "mse", "--seed", "0", "--voxels", str(files["voxels"]),
+                       "--regions", str(files["regions"] / f"{region}.npy"), "--embeddings", str(files["embeddings"]),
+                       "--out-dir", str(out_dir), "--device", "cpu"]) == 0
+    return out_dir / "model.pt"

@@ -4,7 +4,6 @@ checks, and the planted truth on an encoder trained on the simulated NSD (P, the
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 from pathlib import Path
@@ -15,11 +14,11 @@ import pytest
 import torch
 
 from brainot import config as bcfg
-from brainot import demo_clip, embed, extract, importance, layout, rois, simulate, train
+from brainot import importance
 from brainot.encoder import BrainX
 from brainot.losses import mse_loss
+from conftest import build_simulated_subj01, train_mse_encoder
 
-REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ["V", "P", "F", "W", "B"]
 
 # Seven voxel columns: 0, 1 in V; 2 in P; 3 in F and B (a border voxel counts in both); 4 in W; 5 in B; 6 in none.
@@ -147,32 +146,16 @@ TRAIN = {"epochs": 30, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.01}
 def planted(tmp_path_factory) -> dict:
     """An all-regions encoder trained on a simulated subj01, and the files importance's CLI reads."""
     root = tmp_path_factory.mktemp("importance")
-    cfg = bcfg.load(REPO / "config.yaml", REPO / "demo" / "config.yaml")
-    src = root / "nsd"
-    nsd = dict(cfg["nsd"], subjects=[1], sessions={"first": 1, "last": 6}, dir=str(src))
-    files = {"voxels": root / "voxels" / "subj01.h5", "embeddings": root / "demo-clip.h5",
-             "labels": root / "rois" / "subj01.parquet", "region": root / "rois" / "subj01" / "all.npy",
-             "model": root / "models" / "all" / "model.pt"}
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            simulate.simulate(src, dict(SYNTHETIC), copy.deepcopy(nsd))
-            extract.extract(nsd, 1, files["voxels"], root / "validity.tsv", progress=False)
-            rois.label_subject(cfg["rois"], nsd, "subj01", files["voxels"], files["labels"], root / "rois" / "subj01",
-                               root / "counts.csv", root / "families.csv")
-            demo_clip.build(src / layout.STIMULI, src / layout.STIM_INFO,
-                            [src / layout.CAPTIONS_DIR / k for k in layout.caption_keys()],
-                            {**cfg["demo"]["clip"], **CLIP}, root / "clip")
-            embed.embed(src / layout.STIMULI, embed.image_ids([files["voxels"]]), files["embeddings"],
-                        str(root / "clip"), layer=-2, drop_cls=True, device="cpu")
-            assert train.main(["--encoder", json.dumps(ENCODER), "--train", json.dumps(TRAIN), "--loss", "{}",
-                               "--objective", "mse", "--seed", "0", "--voxels", str(files["voxels"]), "--regions",
-                               str(files["region"]), "--embeddings", str(files["embeddings"]),
-                               "--out-dir", str(files["model"].parent), "--device", "cpu"]) == 0
+            files = build_simulated_subj01(root, SYNTHETIC, CLIP)
+            model = train_mse_encoder(files, "all", root / "models" / "all", ENCODER, TRAIN)
     finally:
         torch.set_num_threads(before)
-    return {"root": root, **files}
+    return {"root": root, "voxels": files["voxels"], "embeddings": files["embeddings"], "labels": files["labels"],
+            "region": files["regions"] / "all.npy", "model": model}
 
 
 def run_cli(planted: dict, out: Path, **override) -> pd.DataFrame:

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from brainot import config as bcfg
 from brainot import data as bdata
-from brainot import demo_clip, embed, extract, layout, rois, simulate, train
 from brainot.predict import load_model, predict_tokens
 from brainot.retrieval import similarity, top1, two_way
+from conftest import build_simulated_subj01, train_mse_encoder
 
 
 def test_similarity_is_the_cosine_of_pooled_or_flattened_tokens():
@@ -85,7 +81,6 @@ def test_top1_rejects_unpaired_or_misshaped_inputs():
 # but all regions only match P, they do not beat it. The demo CLIP's tokens carry mostly the place: encoders on
 # F, W or B stay at chance (2-way about 0.5), and so does a ridge regression from those voxels (test R^2 < 0).
 
-REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ("V", "P", "F", "W", "B")
 # 60 shared (test) and 240 training images for subj01, 32 px; 6 sessions of 150 trials.
 SYNTHETIC = {"seed": 1, "n_shared": 60, "images_per_subject": 300, "repeats": 3, "trials_per_session": 150,
@@ -100,30 +95,16 @@ TRAIN = {"epochs": 40, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.01}
 def planted(tmp_path_factory) -> dict:
     """Per region set: top-1 and 2-way identification of the test images from its encoder's predicted tokens."""
     root = tmp_path_factory.mktemp("planted")
-    cfg = bcfg.load(REPO / "config.yaml", REPO / "demo" / "config.yaml")
-    src = root / "nsd"
-    nsd = dict(cfg["nsd"], subjects=[1], sessions={"first": 1, "last": 6}, dir=str(src))
-    voxels, embeddings = root / "voxels" / "subj01.h5", root / "demo-clip.h5"
     before = torch.get_num_threads()
     torch.set_num_threads(1)   # tiny matrices: one thread is as fast, and never spin-waits on a busy machine
     with contextlib.redirect_stderr(io.StringIO()):
-        simulate.simulate(src, dict(SYNTHETIC), copy.deepcopy(nsd))
-        extract.extract(nsd, 1, voxels, root / "validity.tsv", progress=False)
-        rois.label_subject(cfg["rois"], nsd, "subj01", voxels, root / "labels.parquet", root / "rois" / "subj01",
-                           root / "counts.csv", root / "families.csv")
-        demo_clip.build(src / layout.STIMULI, src / layout.STIM_INFO,
-                        [src / layout.CAPTIONS_DIR / k for k in layout.caption_keys()], {**cfg["demo"]["clip"], **CLIP},
-                        root / "clip")
-        embed.embed(src / layout.STIMULI, embed.image_ids([voxels]), embeddings, str(root / "clip"), layer=-2,
-                    drop_cls=True, device="cpu")
+        files = build_simulated_subj01(root, SYNTHETIC, CLIP)
+        voxels, embeddings = files["voxels"], files["embeddings"]
         scores = {}
         for region in ("all",) + FAMILIES:
-            region_file = root / "rois" / "subj01" / f"{region}.npy"
+            region_file = files["regions"] / f"{region}.npy"
             out = root / "models" / region
-            assert train.main(["--encoder", json.dumps(ENCODER), "--train", json.dumps(TRAIN), "--loss", "{}",
-                               "--objective", "mse", "--seed", "0", "--voxels", str(voxels), "--regions",
-                               str(region_file), "--embeddings", str(embeddings), "--out-dir", str(out),
-                               "--device", "cpu"]) == 0
+            train_mse_encoder(files, region, out, ENCODER, TRAIN)
             model, _ = load_model(out / "model.pt", torch.device("cpu"))
             cols = bdata.read_region(region_file, bdata.n_voxels(voxels))
             vox, nsd_id, n_reps = bdata.read_split(voxels, "test", cols)
