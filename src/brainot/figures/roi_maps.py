@@ -109,34 +109,37 @@ def plot(maps: list[FamilyMap], bg: nib.Nifti1Image, slices: int, subject: str):
     from nilearn import plotting
 
     # nilearn runs a full gc.collect() each time it reads an image's data (7 reads per panel); over the objects
-    # of the imported libraries that is most of this figure's time (~6 s of ~12). Freezing them leaves only
-    # what plotting creates to be collected.
+    # of the imported libraries that is most of this figure's time (~6 s of ~12). Freezing them for the plot
+    # leaves only what plotting creates to be collected; unfreezing after leaves the caller's process as it was.
     gc.freeze()
-    height = 2.6 * len(maps) + 0.8
-    fig = plt.figure(figsize=(2.1 * slices + 3, height))
-    grid = fig.add_gridspec(len(maps), 2, width_ratios=[2.1 * slices, 3], hspace=0.25, wspace=0.02,
-                            top=1 - 0.8 / height, bottom=0.02)
-    colours = plt.get_cmap(AREA_COLOURS).colors
-    displays = []
-    for row, fmap in enumerate(maps):
-        ax = fig.add_subplot(grid[row, 0])
-        cmap = ListedColormap(colours[:len(fmap.labels)])
-        img = nib.Nifti1Image(fmap.volume, bg.affine)
-        if fmap.n_voxels:
-            display = plotting.plot_roi(img, bg_img=bg, display_mode="z", cut_coords=slices, axes=ax, cmap=cmap,
-                                        vmin=0.5, vmax=len(fmap.labels) + 0.5, title=fmap.title, black_bg=True,
-                                        colorbar=False, dim=0.8, draw_cross=False, alpha=0.9)
-        else:   # NSD has empty labels for some subjects: say so rather than draw nothing
-            display = None
-            ax.set_axis_off()
-            ax.text(0.5, 0.5, f"{fmap.title}: no voxel of this family", ha="center", va="center",
-                    transform=ax.transAxes)
-        displays.append(display)
-        legend_ax = fig.add_subplot(grid[row, 1])
-        legend_ax.set_axis_off()
-        legend_ax.legend(handles=[Patch(color=colours[k], label=f"{area} ({fmap.area_counts[area]})")
-                                  for k, area in enumerate(fmap.labels)],
-                         loc="center left", title=f"{fmap.family} areas (voxels)", fontsize=8, title_fontsize=9)
-    fig.suptitle(f"Fig. 3: ROI families of {subject}\naxial slices (z in mm); background: nsdgeneral in light "
-                 "grey, the rest of cortex in dark grey", y=1 - 0.1 / height, va="top")
+    try:
+        height = 2.6 * len(maps) + 0.8
+        fig = plt.figure(figsize=(2.1 * slices + 3, height))
+        grid = fig.add_gridspec(len(maps), 2, width_ratios=[2.1 * slices, 3], hspace=0.25, wspace=0.02,
+                                top=1 - 0.8 / height, bottom=0.02)
+        colours = plt.get_cmap(AREA_COLOURS).colors
+        displays = []
+        for row, fmap in enumerate(maps):
+            ax = fig.add_subplot(grid[row, 0])
+            cmap = ListedColormap(colours[:len(fmap.labels)])
+            img = nib.Nifti1Image(fmap.volume, bg.affine)
+            if fmap.n_voxels:
+                display = plotting.plot_roi(img, bg_img=bg, display_mode="z", cut_coords=slices, axes=ax, cmap=cmap,
+                                            vmin=0.5, vmax=len(fmap.labels) + 0.5, title=fmap.title, black_bg=True,
+                                            colorbar=False, dim=0.8, draw_cross=False, alpha=0.9)
+            else:   # NSD has empty labels for some subjects: say so rather than draw nothing
+                display = None
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, f"{fmap.title}: no voxel of this family", ha="center", va="center",
+                        transform=ax.transAxes)
+            displays.append(display)
+            legend_ax = fig.add_subplot(grid[row, 1])
+            legend_ax.set_axis_off()
+            legend_ax.legend(handles=[Patch(color=colours[k], label=f"{area} ({fmap.area_counts[area]})")
+                                      for k, area in enumerate(fmap.labels)],
+                             loc="center left", title=f"{fmap.family} areas (voxels)", fontsize=8, title_fontsize=9)
+        fig.suptitle(f"Fig. 3: ROI families of {subject}\naxial slices (z in mm); background: nsdgeneral in light "
+                     "grey, the rest of cortex in dark grey", y=1 - 0.1 / height, va="top")
+    finally:
+        gc.unfreeze()
     return fig, displays
