@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -75,30 +76,23 @@ def ptb_tokenize(candidates: list[str], references: list[list[str]]) -> tuple[di
     return res, gts
 
 
-def coco_scores(res: dict, gts: dict) -> dict[str, float]:
+def coco_scores(res: dict, gts: dict, log=None) -> dict[str, float]:
     """BLEU1-4, METEOR, ROUGE, CIDEr of tokenized captions (:func:`ptb_tokenize`) over the whole set.
 
-    The scorers and their order are COCOEvalCap's; each returns the corpus-level score it reports.
+    The scorers and their order are COCOEvalCap's; each returns the corpus-level score it reports. METEOR comes
+    from the run's shared JVM when the workflow started one (:mod:`brainot.meteor_service`), else from a JVM
+    started for this call; ``log`` (default stderr) says which.
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
+
+    from brainot.meteor_service import meteor_score
 
     if res.keys() != gts.keys():
         raise MetricError("candidates and references cover different images")
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    meteor_scorer = Meteor()
-    try:
-        meteor, _ = meteor_scorer.compute_score(gts, res)
-    except BaseException:
-        # compute_score leaves its lock held when the JVM dies mid-answer, and Meteor.__del__ would then wait
-        # on that lock forever: stop the JVM and free the lock before re-raising.
-        meteor_scorer.meteor_p.kill()
-        if meteor_scorer.lock.locked():
-            meteor_scorer.lock.release()
-        raise
-    del meteor_scorer  # its __del__ stops the JVM now rather than at interpreter exit
+    meteor, _ = meteor_score(gts, res, log or sys.stderr)
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
     return dict(zip(COCO_METRICS, [*bleu, meteor, rouge, cider]))

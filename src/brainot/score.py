@@ -175,7 +175,7 @@ def score(candidates: list[str], references: list[list[str]], images: Iterable |
 
     t0 = time.perf_counter()
     res, gts = M.ptb_tokenize(candidates, references)
-    raw.update(M.coco_scores(res, gts))
+    raw.update(M.coco_scores(res, gts, log))
     print(f"BLEU, METEOR, ROUGE, CIDEr on {n} images: {time.perf_counter() - t0:.1f} s", file=log)
 
     reason = M.spice_unavailable(spice_jars)

@@ -1,4 +1,5 @@
 # The ten caption metrics per run, and the paper's tables.
+from brainot import meteor_service
 
 TS = config["tables"]
 TSUBJ = layout.subj(TS["subject"])
@@ -8,6 +9,24 @@ ROI_OBJECTIVE = OT_DEFAULT if TS["roi"]["loss"] == "ot" else "mse"
 
 # The metrics JSON of one run of the tables' subject: RUN_METRICS.format(run_dir(trainset, region, objective, TSEED)).
 RUN_METRICS = f"results/metrics/{{}}/{TSUBJ}.json"
+
+
+# One METEOR JVM for every score job of a local run (brainot.meteor_service): each job would otherwise spend
+# 13 CPU-seconds loading METEOR's paraphrase table. Jobs that cannot reach it (other machines) start their own.
+METEOR_SERVICE = []
+
+
+onstart:
+    if workflow.local_exec and workflow.is_main_process:
+        METEOR_SERVICE.append(meteor_service.start("logs/meteor-service.log"))
+
+
+onsuccess:
+    meteor_service.stop(METEOR_SERVICE.pop() if METEOR_SERVICE else None)
+
+
+onerror:
+    meteor_service.stop(METEOR_SERVICE.pop() if METEOR_SERVICE else None)
 
 
 rule references:
