@@ -161,6 +161,28 @@ def test_batched_equals_per_sample():
         np.testing.assert_allclose(exact[k].numpy(), ref, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["random", "ties", "unbalanced"])
+def test_exact_plans_are_pots(kind):
+    """The exact solver builds POT's extended LP and calls POT's network simplex directly: the plans of
+    ot.partial.partial_wasserstein, including degenerate costs (ties), full mass (an empty dummy), and
+    marginals of different totals and shapes."""
+    rng = np.random.default_rng(["random", "ties", "unbalanced"].index(kind))
+    B, n, m = 6, 16, 16 if kind != "unbalanced" else 11
+    a, b = np.full((B, n), 1 / n), np.full((B, m), 1 / m)
+    M = rng.random((B, n, m))
+    if kind == "ties":
+        M = np.round(4 * M) / 4   # many equal costs: many optimal plans, so the pivots must be POT's
+    if kind == "unbalanced":
+        a, b = rng.random((B, n)) * 0.1, rng.random((B, m)) * 0.15
+    cap = np.minimum(a.sum(1), b.sum(1))
+    masses = cap * np.array([0.1, 0.3, 0.5, 0.9, 1.0, 1.0])
+    exact = bot.partial_wasserstein_exact(torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(M),
+                                          torch.from_numpy(masses))
+    for k in range(B):
+        ref = ot.partial.partial_wasserstein(a[k], b[k], M[k], m=min(masses[k], cap[k]), numItermax=10_000_000)
+        np.testing.assert_array_equal(exact[k].numpy(), ref)
+
+
 def test_cpu_results_are_deterministic(loss_cfg):
     x, y = make_problem("clustered", 4, 32, 16)
     M = bot.dist_sqeuclidean(x, y)
