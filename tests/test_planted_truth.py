@@ -76,19 +76,24 @@ def test_top1_rejects_unpaired_or_misshaped_inputs():
 # together beat any single family. Here the whole chain runs on a simulated NSD: extract -> rois -> the demo
 # CLIP trained on the simulated images -> embed -> one encoder per region set -> the test images' tokens.
 #
-# What holds at the sizes a test affords (checked at 200, 240 and 400 training images): the all-regions encoder
-# identifies test images far above chance, P leads the families, and all regions clearly beat V, F, W and B;
-# but all regions only match P, they do not beat it. The demo CLIP's tokens carry mostly the place: encoders on
-# F, W or B stay at chance (2-way about 0.5), and so does a ridge regression from those voxels (test R^2 < 0).
+# What the simulator allows: the demo CLIP's tokens carry mostly the place, the one thing P
+# encodes; F, W and B add almost nothing to them (even ridge regression from the TRUE face, body and word labels
+# on top of the place moves 2-way by ~0.01). What lifts all regions above P is V: local contrast pins down the
+# layout of each image, which is in the tokens' spatial order (flattened tokens) but mostly averaged away by mean
+# pooling. At noise 1.0 V is too weak for this (ridge from all voxels ~ ridge from P), so this subject is
+# simulated at noise 0.25, its encoders train 80 epochs at lr 3e-3, and retrieval compares flattened tokens
+# (pool='flat'). Measured on simulator seeds 1-5 (60 test images): all beats the best family by 0.014-0.037
+# 2-way and by 3-7 images top-1 (with mean pooling, top-1 of all only ties P on seeds 4 and 5).
 
 FAMILIES = ("V", "P", "F", "W", "B")
 # 60 shared (test) and 240 training images for subj01, 32 px; 6 sessions of 150 trials.
 SYNTHETIC = {"seed": 1, "n_shared": 60, "images_per_subject": 300, "repeats": 3, "trials_per_session": 150,
-             "image_size": 32, "volume_scale": 0.15, "noise": 1.0}
+             "image_size": 32, "volume_scale": 0.15, "noise": 0.25}
 # The demo CLIP's settings (config) at the sizes of its own tests: 16 tokens x 32.
 CLIP = {"hidden_size": 32, "intermediate_size": 64, "layers": 2, "heads": 2, "projection_dim": 32, "lr": 2e-3}
 ENCODER = {"hidden": 64, "latents": 16, "depth": 1, "heads": 2, "head_dim": 16}   # the demo's
-TRAIN = {"epochs": 40, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.01}
+POOL = "flat"   # retrieval on flattened tokens: the layout V adds survives, mean pooling averages it away
+TRAIN = {"epochs": 80, "batch_size": 32, "lr": 3e-3, "weight_decay": 0.01}   # V needs the longer, faster fit
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +115,12 @@ def planted(tmp_path_factory) -> dict:
             vox, nsd_id, n_reps = bdata.read_split(voxels, "test", cols)
             pred = predict_tokens(model, bdata.average_repeats(vox, n_reps), "subj01", 64, torch.device("cpu"))
             target = bdata.read_tokens(embeddings, nsd_id)
-            scores[region] = {"top1": top1(pred, target), "two_way": two_way(pred, target)}
+            scores[region] = {"top1": top1(pred, target, POOL), "two_way": two_way(pred, target, POOL)}
     torch.set_num_threads(before)
     return {"scores": scores, "chance": 1 / len(nsd_id)}
 
 
-@pytest.mark.slow   # the module's fixture: 35-75 s on a busy 2-core machine (simulate, CLIP, embed, 6 encoders)
+@pytest.mark.slow   # fixture: 50-110 s on a busy 2-core machine (81 s at load 2): simulate, CLIP, embed, 6 encoders
 def test_all_regions_identify_test_images_far_above_chance(planted):
     scores, chance = planted["scores"], planted["chance"]
     assert scores["all"]["two_way"] >= 0.8, scores            # chance 0.5
@@ -123,10 +128,10 @@ def test_all_regions_identify_test_images_far_above_chance(planted):
 
 
 @pytest.mark.slow
-def test_places_lead_the_families_and_all_regions_match_them(planted):
-    scores = planted["scores"]
+def test_places_lead_the_families_and_all_regions_beat_every_family(planted):
+    scores, chance = planted["scores"], planted["chance"]
     best = max(FAMILIES, key=lambda f: scores[f]["two_way"])
     assert best == "P", scores
-    for family in ("V", "F", "W", "B"):
-        assert scores["all"]["two_way"] >= scores[family]["two_way"] + 0.1, (family, scores)
-    assert scores["all"]["two_way"] >= scores["P"]["two_way"] - 0.02, scores
+    for family in FAMILIES:
+        assert scores["all"]["two_way"] >= scores[family]["two_way"] + 0.01, (family, scores)
+        assert scores["all"]["top1"] >= scores[family]["top1"] + 2 * chance - 1e-6, (family, scores)
