@@ -18,7 +18,10 @@ METEOR_SERVICE = []
 
 onstart:
     if workflow.local_exec and workflow.is_main_process:
-        METEOR_SERVICE.append(meteor_service.start("logs/meteor-service.log"))
+        try:
+            METEOR_SERVICE.append(meteor_service.start("logs/meteor-service.log"))
+        except (OSError, RuntimeError) as e:   # costs time, not results: each score job starts its own JVM
+            print(f"No shared METEOR JVM ({e}); each score job starts its own.", file=sys.stderr)
 
 
 onsuccess:
