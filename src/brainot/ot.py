@@ -52,7 +52,6 @@ References
 from __future__ import annotations
 
 import numpy as np
-import ot
 import torch
 from ot.lp.emd_wrap import check_result, emd_c   # POT's compiled network simplex (what ot.emd calls)
 
@@ -290,8 +289,9 @@ def partial_wasserstein_exact(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor,
         rows, cols = np.flatnonzero(a_ext), np.flatnonzero(b_ext)
         G, _, _, _, code = emd_c(a_ext[rows], b_ext[cols], np.ascontiguousarray(M_ext[np.ix_(rows, cols)]),
                                  EXACT_MAX_ITER, 1)
-        if check_result(code) is not None:
-            raise ValueError(f"exact partial OT, problem {k} of {M64.shape[0]}: {check_result(code)}")
+        failure = check_result(code)   # None when the simplex reached the optimum
+        if failure is not None:
+            raise ValueError(f"exact partial OT, problem {k} of {M64.shape[0]}: {failure}")
         plan = np.zeros_like(M_ext)
         plan[np.ix_(rows, cols)] = G
         plans[k] = plan[:n_a, :n_b]
@@ -314,4 +314,3 @@ def extended_problem(a: np.ndarray, b: np.ndarray, M: np.ndarray, m: float):
     M_ext[:-1, :-1] = M
     M_ext[-1, -1] = 2 * M.max()
     return a_ext, b_ext, M_ext
-
