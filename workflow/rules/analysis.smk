@@ -41,10 +41,10 @@ rule importance:
     conda:
         ENV
     shell:
-        "python -m brainot.importance --cfg '{params.cfg}' --model {input.model} --voxels {input.voxels} "
-        "--region {input.region} --labels {input.labels} --embeddings {input.embeddings} "
-        "--subject {params.subject} --families {params.families} --out {output.csv} --figure {output.figure} "
-        "> {log} 2>&1"
+        "python -m brainot.importance --cfg {params.cfg:q} --model {input.model:q} --voxels {input.voxels:q} "
+        "--region {input.region:q} --labels {input.labels:q} --embeddings {input.embeddings:q} "
+        "--subject {params.subject:q} --families {params.families:q} --out {output.csv:q} --figure {output.figure:q} "
+        "> {log:q} 2>&1"
 
 
 rule embedding_viz:
@@ -64,8 +64,8 @@ rule embedding_viz:
     conda:
         ENV
     shell:
-        "python -m brainot.embedding_viz --cfg '{params.cfg}' --predictions {input.predictions} "
-        "--out {output.csv} --figure {output.figure} > {log} 2>&1"
+        "python -m brainot.embedding_viz --cfg {params.cfg:q} --predictions {input.predictions:q} "
+        "--out {output.csv:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
 # Outputs rule all asks for.

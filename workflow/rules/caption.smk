@@ -20,8 +20,8 @@ rule demo_captioner:
     conda:
         ENV
     shell:
-        "python -m brainot.demo_captioner --embeddings {input.embeddings} --stim-info {input.stim_info} "
-        "--captions {input.captions} --cfg '{params.cfg}' --prompt '{params.prompt}' --out {output} > {log} 2>&1"
+        "python -m brainot.demo_captioner --embeddings {input.embeddings:q} --stim-info {input.stim_info:q} "
+        "--captions {input.captions:q} --cfg {params.cfg:q} --prompt {params.prompt:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule caption:
@@ -42,8 +42,8 @@ rule caption:
     conda:
         ENV
     shell:
-        "python -m brainot.caption --cfg '{params.cfg}' --tokens {input.tokens} --stim-info {input.stim_info} "
-        "--out-json {output.json} --out-parquet {output.parquet} > {log} 2>&1"
+        "python -m brainot.caption --cfg {params.cfg:q} --tokens {input.tokens:q} --stim-info {input.stim_info:q} "
+        "--out-json {output.json:q} --out-parquet {output.parquet:q} > {log:q} 2>&1"
 
 
 rule caption_image_fed:
@@ -65,6 +65,6 @@ rule caption_image_fed:
     conda:
         ENV
     shell:
-        "python -m brainot.caption --cfg '{params.cfg}' --image-embeddings {input.embeddings} "
-        "--voxels {input.voxels} --stim-info {input.stim_info} "
-        "--out-json {output.json} --out-parquet {output.parquet} > {log} 2>&1"
+        "python -m brainot.caption --cfg {params.cfg:q} --image-embeddings {input.embeddings:q} "
+        "--voxels {input.voxels:q} --stim-info {input.stim_info:q} "
+        "--out-json {output.json:q} --out-parquet {output.parquet:q} > {log:q} 2>&1"

@@ -20,8 +20,8 @@ rule demo_clip:
     conda:
         ENV
     shell:
-        "python -m brainot.demo_clip --stimuli {input.stimuli} --stim-info {input.stim_info} "
-        "--captions {input.captions} --cfg '{params.cfg}' --out {output} > {log} 2>&1"
+        "python -m brainot.demo_clip --stimuli {input.stimuli:q} --stim-info {input.stim_info:q} "
+        "--captions {input.captions:q} --cfg {params.cfg:q} --out {output:q} > {log:q} 2>&1"
 
 
 EMBEDDING_NAME = config["embedding"]["name"]
@@ -46,5 +46,5 @@ rule embed:
     conda:
         ENV
     shell:
-        "python -m brainot.embed --cfg '{params.cfg}' --stimuli {input.stimuli} --ids {input.voxels} "
-        "--out {output} > {log} 2>&1"
+        "python -m brainot.embed --cfg {params.cfg:q} --stimuli {input.stimuli:q} --ids {input.voxels:q} "
+        "--out {output:q} > {log:q} 2>&1"

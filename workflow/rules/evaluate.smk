@@ -45,8 +45,8 @@ rule references:
     conda:
         ENV
     shell:
-        "python -m brainot.references --voxels {input.voxels} --stim-info {input.stim_info} "
-        "--captions {input.captions} --out {output} > {log} 2>&1"
+        "python -m brainot.references --voxels {input.voxels:q} --stim-info {input.stim_info:q} "
+        "--captions {input.captions:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule score:
@@ -70,8 +70,8 @@ rule score:
     conda:
         ENV
     shell:
-        "python -m brainot.score --cfg '{params.cfg}' --candidates {input.captions} --references {input.references} "
-        "--voxels {input.voxels} --stimuli {input.stimuli} --out {output} > {log} 2>&1"
+        "python -m brainot.score --cfg {params.cfg:q} --candidates {input.captions:q} --references {input.references:q} "
+        "--voxels {input.voxels:q} --stimuli {input.stimuli:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule table_roi:
@@ -92,8 +92,8 @@ rule table_roi:
     conda:
         ENV
     shell:
-        "python -m brainot.tables roi --metrics {input.metrics} --regions {params.regions} "
-        "--voxels {input.voxels} --subject {params.subject} --out {output.csv} > {log} 2>&1"
+        "python -m brainot.tables roi --metrics {input.metrics:q} --regions {params.regions:q} "
+        "--voxels {input.voxels:q} --subject {params.subject:q} --out {output.csv:q} > {log:q} 2>&1"
 
 
 rule table_methods:
@@ -113,9 +113,9 @@ rule table_methods:
     conda:
         ENV
     shell:
-        "python -m brainot.tables methods --image-fed {input.image_fed} --ot-s1 {input.ot_s1} "
-        "--ot-cross {input.ot_cross} --mse-s1 {input.mse_s1} --mse-cross {input.mse_cross} "
-        "--out {output.csv} > {log} 2>&1"
+        "python -m brainot.tables methods --image-fed {input.image_fed:q} --ot-s1 {input.ot_s1:q} "
+        "--ot-cross {input.ot_cross:q} --mse-s1 {input.mse_s1:q} --mse-cross {input.mse_cross:q} "
+        "--out {output.csv:q} > {log:q} 2>&1"
 
 
 rule table_lambda:
@@ -135,5 +135,5 @@ rule table_lambda:
     conda:
         ENV
     shell:
-        "python -m brainot.tables lambda --metrics {input.metrics} --regions {params.regions} "
-        "--masses {params.masses} --out {output.csv} > {log} 2>&1"
+        "python -m brainot.tables lambda --metrics {input.metrics:q} --regions {params.regions:q} "
+        "--masses {params.masses:q} --out {output.csv:q} > {log:q} 2>&1"

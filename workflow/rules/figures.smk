@@ -39,9 +39,9 @@ rule figure_correlation:
     conda:
         ENV
     shell:
-        "python -m brainot.figures correlation --predictions {input.mse} {input.ot} --objectives mse {params.ot} "
-        "--embeddings {input.embeddings} --cfg '{params.cfg}' --out-png {output.png} --out-csv {output.csv} "
-        "> {log} 2>&1"
+        "python -m brainot.figures correlation --predictions {input.mse:q} {input.ot:q} --objectives mse {params.ot:q} "
+        "--embeddings {input.embeddings:q} --cfg {params.cfg:q} --out-png {output.png:q} --out-csv {output.csv:q} "
+        "> {log:q} 2>&1"
 
 
 rule figure_roi_maps:
@@ -60,8 +60,8 @@ rule figure_roi_maps:
     conda:
         ENV
     shell:
-        "python -m brainot.figures roi-maps --labels {input.labels} --nsdgeneral {input.nsdgeneral} "
-        "--rois '{params.rois}' --cfg '{params.cfg}' --subject {wildcards.subject} --out {output} > {log} 2>&1"
+        "python -m brainot.figures roi-maps --labels {input.labels:q} --nsdgeneral {input.nsdgeneral:q} "
+        "--rois {params.rois:q} --cfg {params.cfg:q} --subject {wildcards.subject:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule figure_lambda:
@@ -78,7 +78,7 @@ rule figure_lambda:
     conda:
         ENV
     shell:
-        "python -m brainot.figures lambda --table {input} --cfg '{params.cfg}' --out {output} > {log} 2>&1"
+        "python -m brainot.figures lambda --table {input:q} --cfg {params.cfg:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule figure_case_study:
@@ -101,9 +101,9 @@ rule figure_case_study:
     conda:
         ENV
     shell:
-        "python -m brainot.figures case-study --voxels {input.voxels} --stimuli {input.stimuli} "
-        "--references {input.references} --captions {input.captions} --regions {params.regions} "
-        "--cfg '{params.cfg}' --out-png {output.png} --out-csv {output.csv} > {log} 2>&1"
+        "python -m brainot.figures case-study --voxels {input.voxels:q} --stimuli {input.stimuli:q} "
+        "--references {input.references:q} --captions {input.captions:q} --regions {params.regions:q} "
+        "--cfg {params.cfg:q} --out-png {output.png:q} --out-csv {output.csv:q} > {log:q} 2>&1"
 
 
 # Outputs rule all asks for.

@@ -16,7 +16,7 @@ rule simulate:
         ENV
     shell:
         "python -m brainot.simulate --out resources/simulated-nsd "
-        "--synthetic '{params.synthetic}' --nsd '{params.nsd}' > {log} 2>&1"
+        "--synthetic {params.synthetic:q} --nsd {params.nsd:q} > {log:q} 2>&1"
 
 
 rule fetch_shared:
@@ -37,7 +37,7 @@ rule fetch_shared:
     conda:
         ENV
     shell:
-        "python -m brainot.fetch --nsd '{params.nsd}' --group shared > {log} 2>&1"
+        "python -m brainot.fetch --nsd {params.nsd:q} --group shared > {log:q} 2>&1"
 
 
 rule fetch_subject:
@@ -57,7 +57,7 @@ rule fetch_subject:
     conda:
         ENV
     shell:
-        "python -m brainot.fetch --nsd '{params.nsd}' --families '{params.families}' --group {wildcards.subject} > {log} 2>&1"
+        "python -m brainot.fetch --nsd {params.nsd:q} --families {params.families:q} --group {wildcards.subject:q} > {log:q} 2>&1"
 
 
 rule fetch:
@@ -86,5 +86,5 @@ rule extract:
     conda:
         ENV
     shell:
-        "python -m brainot.extract --nsd '{params.nsd}' --subject {wildcards.subject} "
-        "--out {output.voxels} --validity {output.validity} > {log} 2>&1"
+        "python -m brainot.extract --nsd {params.nsd:q} --subject {wildcards.subject:q} "
+        "--out {output.voxels:q} --validity {output.validity:q} > {log:q} 2>&1"

@@ -15,14 +15,15 @@ rule rois:
     params:
         rois=lambda w: cfg_json("rois"),
         nsd=lambda w: cfg_json("nsd"),
+        out_dir=lambda w, output: os.path.dirname(output.regions[0]),
     log:
         "logs/rois/{subject}.log",
     conda:
         ENV
     shell:
-        "python -m brainot.rois --rois '{params.rois}' --nsd '{params.nsd}' --subject {wildcards.subject} "
-        "--voxels {input.voxels} --out-labels {output.labels} --out-dir results/rois/{wildcards.subject} "
-        "--out-counts {output.counts} --out-families {output.families} > {log} 2>&1"
+        "python -m brainot.rois --rois {params.rois:q} --nsd {params.nsd:q} --subject {wildcards.subject:q} "
+        "--voxels {input.voxels:q} --out-labels {output.labels:q} --out-dir {params.out_dir:q} "
+        "--out-counts {output.counts:q} --out-families {output.families:q} > {log:q} 2>&1"
 
 
 rule voxel_table:
@@ -39,4 +40,4 @@ rule voxel_table:
     conda:
         ENV
     shell:
-        "python -m brainot.rois table {input} --regions '{params.regions}' --out {output.csv} > {log} 2>&1"
+        "python -m brainot.rois table {input:q} --regions {params.regions:q} --out {output.csv:q} > {log:q} 2>&1"

@@ -22,6 +22,7 @@ rule train:
         train=lambda w: json.dumps({k: config["train"][k] for k in TRAIN_KEYS}, sort_keys=True, separators=(",", ":")),
         loss=lambda w: json.dumps({k: v for k, v in config["loss"].items() if k != "mass"}, sort_keys=True,
                                   separators=(",", ":")),
+        out_dir=lambda w, output: os.path.dirname(output.model),
     log:
         f"results/models/{RUN}/train.log",
     benchmark:
@@ -32,11 +33,11 @@ rule train:
     conda:
         ENV
     shell:
-        "python -m brainot.train --encoder '{params.encoder}' --train '{params.train}' --loss '{params.loss}' "
-        "--objective {wildcards.objective} --seed {wildcards.seed} --threads {threads} "
-        "--voxels {input.voxels} --regions {input.regions} --embeddings {input.embeddings} "
-        "--out-dir results/models/{wildcards.trainset}/{wildcards.region}/{wildcards.objective}/seed{wildcards.seed} "
-        "> {log} 2>&1"
+        "python -m brainot.train --encoder {params.encoder:q} --train {params.train:q} --loss {params.loss:q} "
+        "--objective {wildcards.objective:q} --seed {wildcards.seed:q} --threads {threads} "
+        "--voxels {input.voxels:q} --regions {input.regions:q} --embeddings {input.embeddings:q} "
+        "--out-dir {params.out_dir:q} "
+        "> {log:q} 2>&1"
 
 
 rule predict:
@@ -52,5 +53,5 @@ rule predict:
     conda:
         ENV
     shell:
-        "python -m brainot.predict --model {input.model} --voxels {input.voxels} --region {input.region} "
-        "--subject {wildcards.subject} --out {output} > {log} 2>&1"
+        "python -m brainot.predict --model {input.model:q} --voxels {input.voxels:q} --region {input.region:q} "
+        "--subject {wildcards.subject:q} --out {output:q} > {log:q} 2>&1"
