@@ -94,3 +94,58 @@ def test_one_tokenizer_call_equals_cocoevalcaps_two():
     assert gts == tok.tokenize({i: [{"caption": r} for r in rs] for i, rs in enumerate(refs)})
     assert res == tok.tokenize({i: [{"caption": c}] for i, c in enumerate(cands)})
     assert res[1] == [""] and res[2] == ["two dogs running fast"]
+
+
+# Eight images; candidate 2 holds a carriage return and candidate 5 a Unicode line separator, each of which
+# ends a line for the PTB tokenizer (pycocoevalcap replaces only "\n").
+HOSTILE = ["A man riding a horse.", "Two dogs in the snow.", "A plate of\rfood with broccoli.",
+           "A red bus on a street.", "A kitchen with a sink.", "A cat\u2028on a sofa.",
+           "A boat on a lake.", "A clock on a tower."]
+HOSTILE_REFS = [["A man rides a horse.", "A person on a horse."], ["Two dogs playing in snow."],
+                ["Food and broccoli on a plate."], ["A red bus parked on a street."],
+                ["A kitchen with a sink and counter."], ["A cat sitting on a sofa.", "A cat on a couch."],
+                ["A small boat on a calm lake."], ["A clock tower in a city."]]
+
+
+def test_a_line_break_inside_a_caption_does_not_shift_the_captions_after_it():
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tok = PTBTokenizer()
+    gts = tok.tokenize({i: [{"caption": r} for r in rs] for i, rs in enumerate(HOSTILE_REFS)})
+    shifted = tok.tokenize({i: [{"caption": c}] for i, c in enumerate(HOSTILE)})
+    clean = tok.tokenize({i: [{"caption": c.replace("\r", " ").replace("\u2028", " ")}] for i, c in enumerate(HOSTILE)})
+    # the fault: pycocoevalcap pairs "food with broccoli" with image 3, and so on down the list
+    assert shifted[3] == ["food with broccoli"] and shifted != clean
+    res, got_gts = M.ptb_tokenize(HOSTILE, HOSTILE_REFS)
+    assert res == clean and got_gts == gts
+    assert res[2] == ["a plate of food with broccoli"] and res[7] == ["a clock on a tower"]
+    cider = Cider().compute_score(got_gts, res)[0]
+    assert cider == Cider().compute_score(gts, clean)[0]
+    assert cider > 2 * Cider().compute_score(gts, shifted)[0]   # what the shift did to the headline score
+
+
+def test_every_control_and_separator_character_becomes_a_space():
+    import sys
+    import unicodedata
+
+    odd = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in ("Cc", "Zl", "Zp")]
+    assert {"\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x00", "\t"} <= set(odd)
+    assert M.one_line("a" + "".join(odd) + "b") == "a" + " " * len(odd) + "b"
+    assert M.one_line("caf\u00e9 \u00a0ok") == "caf\u00e9 \u00a0ok"   # other characters are kept
+
+
+def test_a_tokenizer_line_that_is_not_its_caption_is_an_error():
+    # without one_line, the tokenizer splits these captions: the per-line markers catch it
+    for caption in ("a dog\ron grass", "a dog\u2029on grass", "a dog\von grass"):
+        with pytest.raises(M.MetricError, match=r"output line 1 is not caption 1 \('a cat'\)"):
+            M.ptb_tokenize_lines([caption, "a cat", "a bird"])
+    assert M.ptb_tokenize_lines(["A dog, on grass!", "", "a cat"]) == ["a dog on grass", "", "a cat"]
+
+
+def test_degenerate_candidates_are_named():
+    assert M.degenerate({0: [""], 1: [" "]}) == ["all 2 candidates are empty after PTB tokenization"]
+    assert M.degenerate({0: ["a dog"], 1: ["a dog"], 2: ["a dog"]}) == [
+        "all 3 candidates are the same caption ('a dog' after PTB tokenization)"]
+    assert M.degenerate({0: ["a dog"], 1: ["a cat"]}) == [] and M.degenerate({0: ["a dog"]}) == []
+    assert M.degenerate({0: [""], 1: ["a cat"]}) == []

@@ -9,6 +9,7 @@ table), so the module runs the scorer twice and the oracle once, shared by the t
 from __future__ import annotations
 
 import json
+import re
 import socket
 import urllib.request
 from pathlib import Path
@@ -183,6 +184,7 @@ def test_identical_captions_give_bleu_and_rouge_100(standalone_run):
 @pytest.mark.slow
 def test_unavailable_metrics_have_reasons_and_nothing_is_downloaded(standalone_run):
     result = standalone_run["result"]
+    assert result["warnings"] == []
     assert result["SPICE"] is None and "score.spice_jars is not set" in result["unavailable"]["SPICE"]
     assert result["CLIP-S"] is None and result["RefCLIP-S"] is None
     assert "no images" in result["unavailable"]["CLIP-S"]
@@ -256,7 +258,7 @@ def test_mismatched_keys_are_reported_with_both_files(tmp_path):
     cands = write_json(tmp_path / "c.json", {"0": "a dog", "1": "a cat"})
     refs = write_json(tmp_path / "r.json", {"0": ["a dog"], "2": ["a bird"]})
     with pytest.raises(score.ScoreError, match=r"c.json and .*r.json must have the same keys: 1 reference key"):
-        score.main(["--candidates", str(cands), "--references", str(refs)])
+        score.run(score.parse_args(["--candidates", str(cands), "--references", str(refs)]))
     bad = write_json(tmp_path / "bad.json", {"0": ["not", "a string"]})
     with pytest.raises(score.ScoreError, match=r"bad.json: key '0' holds list; expected a caption string"):
         score.read_candidates(bad)
@@ -292,3 +294,58 @@ def test_references_reject_an_unordered_test_set(tmp_path):
         fh["test/nsd_id"] = np.array([5, 3], dtype=np.int64)
     with pytest.raises(references.ReferencesError, match="voxels.h5: test/nsd_id is not strictly ascending"):
         references.test_nsd_ids(tmp_path / "voxels.h5")
+
+
+def test_a_repeated_key_is_an_error_naming_the_file_and_key(tmp_path):
+    cands = tmp_path / "c.json"
+    cands.write_text('{"0": "a dog", "1": "a cat", "0": "a bird"}')
+    with pytest.raises(score.ScoreError, match=r"c.json: key '0' appears more than once"):
+        score.read_candidates(cands)
+    refs = tmp_path / "r.json"
+    refs.write_text('{"0": ["a dog"], "1": ["a cat"], "1": ["a bird"]}')
+    with pytest.raises(score.ScoreError, match=r"r.json: key '1' appears more than once"):
+        score.read_references(refs)
+
+
+@pytest.mark.parametrize("content, expected", [
+    (None, r"missing.json: cannot read \(No such file or directory\); expected a JSON file"),
+    (b'{"0": "caf\xe9"}', r"bad.json: not UTF-8 \(invalid continuation byte at byte 10\)"),
+    (b'{"0": "a dog",}', r"bad.json: not valid JSON"),
+    (b'["a dog"]', r"bad.json: expected a non-empty object"),
+    (b'{"0": 3}', r"bad.json: key '0' holds int; expected a caption string"),
+])
+def test_a_bad_candidates_file_exits_with_its_name_and_no_traceback(tmp_path, capsys, content, expected):
+    refs = write_json(tmp_path / "r.json", {"0": ["a dog"]})
+    cands = tmp_path / ("missing.json" if content is None else "bad.json")
+    if content is not None:
+        cands.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        score.main(["--candidates", str(cands), "--references", str(refs)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.search(r"python -m brainot.score: error: \S*" + expected, err), err
+
+
+def test_bad_cfg_and_image_files_exit_with_their_names(tmp_path, capsys):
+    cands = write_json(tmp_path / "c.json", {"0": "a dog"})
+    refs = write_json(tmp_path / "r.json", {"0": ["a dog"]})
+    base = ["--candidates", str(cands), "--references", str(refs)]
+    cases = [(["--cfg", "[1]"], r"--cfg: got list; expected a JSON object"),
+             (["--voxels", str(tmp_path / "v.h5"), "--stimuli", str(tmp_path / "s.hdf5")],
+              r"v.h5: cannot read .*expected a voxels HDF5")]
+    for extra, expected in cases:
+        with pytest.raises(SystemExit):
+            score.main(base + extra)
+        err = capsys.readouterr().err
+        assert re.search(expected, err) and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_identical_candidates_are_flagged_in_the_output_and_on_stderr(tmp_path, capsys):
+    cands = write_json(tmp_path / "c.json", {str(i): "A dog." for i in range(3)})
+    refs = write_json(tmp_path / "r.json", {str(i): r for i, r in enumerate(REFERENCES[:3])})
+    score.main(["--candidates", str(cands), "--references", str(refs), "--out", str(tmp_path / "m.json")])
+    expected = "all 3 candidates are the same caption ('a dog' after PTB tokenization)"
+    assert json.loads((tmp_path / "m.json").read_text())["warnings"] == [expected]
+    assert f"warning: {expected}" in capsys.readouterr().err

@@ -21,10 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -51,29 +53,71 @@ class MetricError(ValueError):
 
 # ---------------------------------------------------------------- COCO caption toolkit
 
+def one_line(text: str) -> str:
+    """``text`` with every control character and Unicode line or paragraph separator (categories Cc, Zl, Zp:
+    ``\\n``, ``\\r``, ``\\v``, ``\\f``, ``\\x1c``-``\\x1e``, ``\\x85``, U+2028, U+2029, ...) replaced by a space.
+
+    The PTB tokenizer reads one caption per line and ends a line at ``\\r``, ``\\v``, ``\\f``, U+2028 and
+    U+2029 as well as at ``\\n`` (pycocoevalcap replaces only ``\\n``): one such character in a caption would
+    pair every later caption with the wrong image. It treats the other control characters as spaces or drops
+    them, so for them the space changes no token.
+    """
+    return "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
+
+
+def ptb_tokenize_lines(captions: list[str]) -> list[str]:
+    """pycocoevalcap's PTBTokenizer on captions that are one line each (:func:`one_line`), output checked.
+
+    The tokenizer pairs its output lines with its input by position. Each caption goes in behind a marker
+    token of its own (a random per-call word and its position, which the tokenizer keeps as one token); line
+    ``k`` of the output must start with marker ``k``, which is then removed. A line the tokenizer split, joined
+    or dropped therefore raises :class:`MetricError` instead of shifting the captions after it.
+    """
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    nonce = secrets.token_hex(6)
+    markers = [f"bo{nonce}l{k}" for k in range(len(captions))]
+    tokens = PTBTokenizer().tokenize({k: [{"caption": f"{m} {c}"}] for k, (m, c) in enumerate(zip(markers, captions))})
+    out = []
+    for k, (marker, caption) in enumerate(zip(markers, captions)):
+        got = tokens.get(k, [])
+        line = got[0] if len(got) == 1 else None
+        if line is None or not (line == marker or line.startswith(marker + " ")):
+            raise MetricError(f"the PTB tokenizer's output line {k} is not caption {k} ({caption[:80]!r}): a "
+                              "character in a caption split, joined or dropped lines, so every later caption "
+                              "would be paired with the wrong image")
+        out.append(line[len(marker) + 1:])
+    return out
+
+
 def ptb_tokenize(candidates: list[str], references: list[list[str]]) -> tuple[dict, dict]:
     """Tokenize candidates and references with pycocoevalcap's PTBTokenizer in one JVM call.
 
     Returns ``(res, gts)``: image position -> ``[tokenized candidate]`` and -> tokenized references, the
     dicts pycocoevalcap's scorers take. The tokenizer treats each line on its own (``-preserveLines``), so one
-    call over candidates and references gives the same tokens as COCOEvalCap's two calls.
+    call over candidates and references gives the same tokens as COCOEvalCap's two calls. Each caption is
+    made one line first (:func:`one_line`) and the output is checked line by line (:func:`ptb_tokenize_lines`).
     """
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
     if len(candidates) != len(references):
         raise MetricError(f"{len(candidates)} candidates but {len(references)} reference lists")
-    both = {}
-    for i, (cand, refs) in enumerate(zip(candidates, references)):
-        both[("res", i)] = [{"caption": cand}]
-        both[("gts", i)] = [{"caption": r} for r in refs]
-    tokens = PTBTokenizer().tokenize(both)
-    if len(tokens) != len(both) or any(len(tokens[k]) != len(v) for k, v in both.items()):
-        # the tokenizer pairs output lines with captions by position: a lost line would shift every caption
-        raise MetricError(f"the PTB tokenizer returned {sum(map(len, tokens.values()))} lines for "
-                          f"{sum(map(len, both.values()))} captions")
-    res = {i: tokens[("res", i)] for i in range(len(candidates))}
-    gts = {i: tokens[("gts", i)] for i in range(len(candidates))}
+    flat = [*candidates, *(r for refs in references for r in refs)]
+    tokens = iter(ptb_tokenize_lines([one_line(c) for c in flat]))
+    res = {i: [next(tokens)] for i in range(len(candidates))}
+    gts = {i: [next(tokens) for _ in refs] for i, refs in enumerate(references)}
     return res, gts
+
+
+def degenerate(res: dict) -> list[str]:
+    """Why the scores of tokenized candidates ``res`` (:func:`ptb_tokenize`) say nothing about a captioner:
+    every candidate empty, or (more than one image) every candidate the same. Empty when neither."""
+    lines = [caps[0] for caps in res.values()]
+    if not lines:
+        return []
+    if all(not line.strip() for line in lines):
+        return [f"all {len(lines)} candidates are empty after PTB tokenization"]
+    if len(lines) > 1 and len(set(lines)) == 1:
+        return [f"all {len(lines)} candidates are the same caption ({lines[0][:80]!r} after PTB tokenization)"]
+    return []
 
 
 def coco_scores(res: dict, gts: dict, log=None) -> dict[str, float]:

@@ -29,10 +29,28 @@ class ScoreError(ValueError):
     """An input file does not match its format; the message names the file, the key and what was expected."""
 
 
+def _reject_duplicates(path):
+    def pairs(items):
+        out = {}
+        for key, value in items:
+            if key in out:
+                raise ScoreError(f"{path}: key {key!r} appears more than once; expected each key once "
+                                 "(a JSON reader would silently keep only the last)")
+            out[key] = value
+        return out
+    return pairs
+
+
 def read_json(path: str | Path):
+    """A UTF-8 JSON file; :class:`ScoreError` naming the file when it is missing, not UTF-8, not JSON, or
+    repeats a key within an object."""
     try:
-        with open(path) as fh:
-            return json.load(fh)
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh, object_pairs_hook=_reject_duplicates(path))
+    except OSError as exc:
+        raise ScoreError(f"{path}: cannot read ({exc.strerror or exc}); expected a JSON file") from None
+    except UnicodeDecodeError as exc:
+        raise ScoreError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); expected UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise ScoreError(f"{path}: not valid JSON ({exc})") from None
 
@@ -82,19 +100,27 @@ def nsd_test_images(voxels: str | Path, stimuli: str | Path, keys: list[str],
     """
     import h5py
 
-    from brainot.embed import STIMULI_KEY, open_stimuli
+    from brainot.embed import STIMULI_KEY, EmbedError, open_stimuli
 
-    with h5py.File(voxels, "r") as fh:
-        if "test/nsd_id" not in fh:
-            raise ScoreError(f"{voxels}: no dataset 'test/nsd_id'; expected a voxels file of rule extract")
-        nsd_ids = fh["test/nsd_id"][()].astype(np.int64)
+    try:
+        with h5py.File(voxels, "r") as fh:
+            if "test/nsd_id" not in fh:
+                raise ScoreError(f"{voxels}: no dataset 'test/nsd_id'; expected a voxels file of rule extract")
+            nsd_ids = fh["test/nsd_id"][()].astype(np.int64)
+    except OSError as exc:
+        raise ScoreError(f"{voxels}: cannot read ({exc}); expected a voxels HDF5 of rule extract") from None
     if keys != [str(i) for i in range(len(nsd_ids))]:
         raise ScoreError(f"{voxels}: test/nsd_id has {len(nsd_ids)} images, so the caption keys must be "
                          f"'0'..'{len(nsd_ids) - 1}'; got {len(keys)} keys from {keys[0]!r} to {keys[-1]!r}")
     if len(nsd_ids) > 1 and not (np.diff(nsd_ids) > 0).all():
         raise ScoreError(f"{voxels}: test/nsd_id is not strictly ascending (the test order of DESIGN.md)")
-    with open_stimuli(stimuli) as fh:
-        rows = len(fh[STIMULI_KEY])
+    try:
+        with open_stimuli(stimuli) as fh:
+            rows = len(fh[STIMULI_KEY])
+    except OSError as exc:
+        raise ScoreError(f"{stimuli}: cannot read ({exc}); expected the NSD stimuli HDF5") from None
+    except EmbedError as exc:
+        raise ScoreError(str(exc)) from None
     if len(nsd_ids) and (nsd_ids[0] < 0 or nsd_ids[-1] >= rows):
         raise ScoreError(f"{stimuli}: {STIMULI_KEY} has {rows} rows; test/nsd_id of {voxels} asks for rows "
                          f"{nsd_ids[0]}..{nsd_ids[-1]}")
@@ -153,7 +179,8 @@ def clip_scores(candidates: list[str], references: list[list[str]], images: Iter
 def score(candidates: list[str], references: list[list[str]], images: Iterable | None = None,
           clip_model: str | None = None, spice_jars: str | None = None, spice_cache: str | None = None,
           batch_size: int = 64, device: str = "cpu", log=sys.stderr) -> dict:
-    """The ten metrics x100 (2 decimals; None when unavailable), ``n`` and ``unavailable`` (metric -> reason).
+    """The ten metrics x100 (2 decimals; None when unavailable), ``n``, ``unavailable`` (metric -> reason) and
+    ``warnings`` (why the scores may say nothing about the captions: :func:`brainot.metrics.degenerate`).
 
     ``images``: batches of (B, H, W, 3) uint8 RGB arrays, one image per candidate in order (None: CLIP-S and
     RefCLIP-S unavailable). ``clip_model``: what ``CLIPModel.from_pretrained`` loads. CLIP runs first so that
@@ -175,6 +202,7 @@ def score(candidates: list[str], references: list[list[str]], images: Iterable |
 
     t0 = time.perf_counter()
     res, gts = M.ptb_tokenize(candidates, references)
+    warnings = M.degenerate(res)
     raw.update(M.coco_scores(res, gts, log))
     print(f"BLEU, METEOR, ROUGE, CIDEr on {n} images: {time.perf_counter() - t0:.1f} s", file=log)
 
@@ -189,6 +217,7 @@ def score(candidates: list[str], references: list[list[str]], images: Iterable |
     out = {name: (x100(raw[name]) if name in raw else None) for name in M.METRICS}
     out["n"] = n
     out["unavailable"] = unavailable
+    out["warnings"] = warnings
     return out
 
 
@@ -221,10 +250,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def read_cfg(text: str | None) -> dict:
+    """``--cfg``: the config's score section as a JSON object."""
+    if not text:
+        return {}
+    try:
+        cfg = json.loads(text, object_pairs_hook=_reject_duplicates("--cfg"))
+    except json.JSONDecodeError as exc:
+        raise ScoreError(f"--cfg: not valid JSON ({exc}); expected the config's score section as a JSON object") from None
+    if not isinstance(cfg, dict):
+        raise ScoreError(f"--cfg: got {type(cfg).__name__}; expected a JSON object (the config's score section)")
+    return cfg
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Read the files named by ``args`` (:func:`parse_args`), score them, write the JSON; returns the result."""
     t0 = time.perf_counter()
-    cfg = json.loads(args.cfg) if args.cfg else {}
+    cfg = read_cfg(args.cfg)
     clip_model = args.clip_model or cfg.get("clip_model")
     spice_jars = args.spice_jars or cfg.get("spice_jars")
     cands = read_candidates(args.candidates)
@@ -253,7 +295,19 @@ def main(argv=None) -> dict:
     print(f"scored {result['n']} captions in {time.perf_counter() - t0:.1f} s: {summary}", file=sys.stderr)
     for name, reason in result["unavailable"].items():
         print(f"{name} n/a: {reason}", file=sys.stderr)
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     return result
+
+
+def main(argv=None) -> dict:
+    """The command line: :func:`parse_args`, then :func:`run`; bad input exits 2 with its message, no traceback."""
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (ScoreError, M.MetricError) as exc:
+        print(f"python -m brainot.score: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
