@@ -9,11 +9,16 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -109,13 +114,34 @@ def test_concurrent_jobs_share_one_jvm_and_get_pycocoevalcap_scores(oracle, clea
     assert MS.ENV_ADDRESS not in os.environ and MS.ENV_KEY not in os.environ
 
 
+@pytest.fixture
+def short_root():
+    """A directory with a short path for socket directories (a Unix socket path has about 100 bytes)."""
+    root = tempfile.mkdtemp(prefix="bo-", dir="/tmp")
+    yield Path(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def silent_listener(path: Path) -> socket.socket:
+    """A Unix socket that accepts connections (in its backlog) and never says anything."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(8)
+    return sock
+
+
 @pytest.mark.slow
-def test_a_job_that_cannot_reach_the_service_scores_with_its_own_jvm(oracle, clean_environment, tmp_path):
-    os.environ[MS.ENV_ADDRESS] = str(tmp_path / "gone.sock")   # a service that has stopped
+def test_a_job_whose_service_is_silent_scores_with_its_own_jvm(oracle, clean_environment, short_root, monkeypatch):
+    monkeypatch.setattr(MS, "HANDSHAKE_TIMEOUT", 1.0)
+    listener = silent_listener(short_root / "silent.sock")   # a process that never sends the challenge
+    os.environ[MS.ENV_ADDRESS] = str(short_root / "silent.sock")
     os.environ[MS.ENV_KEY] = "00" * 32
     messages = io.StringIO()
-    assert MS.meteor_score(*CASES["horses"], log=messages) == oracle["horses"]
-    assert "no answer from the METEOR service" in messages.getvalue()
+    try:
+        assert MS.meteor_score(*CASES["horses"], log=messages) == oracle["horses"]
+    finally:
+        listener.close()
+    assert "authenticating and sending the request took more than 1 s" in messages.getvalue()
     assert "starting a JVM of this job's own" in messages.getvalue()
 
 
@@ -154,3 +180,93 @@ def _reaped(pid: int) -> bool:
             return f.read().split(")")[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def still_connected(sock: socket.socket) -> bool:
+    """True when the peer has not closed ``sock`` (whatever it sent is read and dropped)."""
+    sock.setblocking(False)
+    try:
+        while True:
+            if sock.recv(4096) == b"":
+                return False
+    except BlockingIOError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+@pytest.mark.slow
+def test_a_silent_client_does_not_delay_a_real_request(oracle, clean_environment, short_root, tmp_path):
+    # the deadline is far longer than the request takes: the silent client is still connected at the end
+    service = MS.start(tmp_path / "service.log", root=short_root, handshake_timeout=600)
+    address, key = os.environ[MS.ENV_ADDRESS], bytes.fromhex(os.environ[MS.ENV_KEY])
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        silent.connect(address)   # and says nothing
+        assert MS.request(*CASES["horses"], address, key) == oracle["horses"]
+        assert still_connected(silent)
+    finally:
+        silent.close()
+        MS.stop(service)
+
+
+def test_a_silent_client_is_dropped_at_the_handshake_deadline(clean_environment, short_root, tmp_path):
+    service = MS.start(tmp_path / "service.log", root=short_root, handshake_timeout=1)
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        silent.connect(os.environ[MS.ENV_ADDRESS])
+        silent.settimeout(120)   # generous: the server closes it about 1 s after the connect
+        while silent.recv(4096):
+            pass   # the challenge, then EOF
+    finally:
+        silent.close()
+        MS.stop(service)
+    assert "authenticating and reading the request took more than 1 s" in (tmp_path / "service.log").read_text()
+
+
+def test_a_client_gives_up_on_a_service_that_never_answers(short_root, monkeypatch):
+    monkeypatch.setattr(MS, "HANDSHAKE_TIMEOUT", 1.0)
+    listener = silent_listener(short_root / "silent.sock")
+    try:
+        with pytest.raises(MS.ServiceUnavailable, match="took more than 1 s"):
+            MS.request(*CASES["horses"], str(short_root / "silent.sock"), b"key")
+    finally:
+        listener.close()
+
+
+def test_the_socket_is_private_whatever_the_umask(clean_environment, short_root, tmp_path):
+    old = os.umask(0)
+    try:
+        service = MS.start(tmp_path / "service.log", root=short_root)
+    finally:
+        os.umask(old)
+    address = os.environ[MS.ENV_ADDRESS]
+    try:
+        folder = os.path.dirname(address)
+        assert os.path.dirname(folder) == str(short_root)
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+        mode = os.stat(address).st_mode
+        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) & 0o077 == 0
+    finally:
+        MS.stop(service)
+    assert not os.path.exists(folder)
+
+
+def test_stale_sockets_of_dead_services_are_removed(clean_environment, short_root, tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()   # a pid that no process has now
+    stale = short_root / f"{MS.PREFIX}{dead.pid}-abc"
+    stale.mkdir(mode=0o700)
+    old_style = short_root / f"{MS.PREFIX}0123456789abcdef.sock"
+    for path in (stale / MS.SOCKET, old_style):   # sockets whose server was killed: nothing listens
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        sock.close()
+    alive = short_root / f"{MS.PREFIX}{os.getpid()}-xyz"   # a run that is still going
+    alive.mkdir(mode=0o700)
+    service = MS.start(tmp_path / "service.log", root=short_root)
+    try:
+        assert not stale.exists() and not old_style.exists() and alive.is_dir()
+        assert os.path.exists(os.environ[MS.ENV_ADDRESS])
+    finally:
+        MS.stop(service)
