@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -18,6 +20,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 SPECIAL_TERMS = ("all", "other")
+# The wildcards whose values are names the config gives -> the schema definition that constrains those names.
+WILDCARD_DEFINITIONS = {"region": "region_set", "trainset": "trainset", "name": "embedding_name"}
+# The objective wildcard: mse or ot + a mass (see objective()); a loose match, so that a wrong spelling reaches
+# parse_objective, which names the canonical one, rather than a bare "no rule to produce".
+OBJECTIVE_WILDCARD = r"mse|ot[0-9.]*"
+# How the schema's name patterns end: the end of the string, also in Python's re (where "$" alone matches
+# before a final newline too).
+END = r"$(?!\n)"
 
 
 class ConfigError(ValueError):
@@ -33,6 +43,55 @@ def merge(base: dict, overlay: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a mapping repeating a key is an error (the plain loader silently
+    keeps the last value, so a pasted second block of a section would quietly replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue   # the plain loader reports unhashable keys itself
+            if key in seen:
+                raise ConfigError(f"{self.name}:{key_node.start_mark.line + 1}: key {key!r} appears again (first at line "
+                                  f"{seen[key] + 1}); expected each key once in a mapping")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: str | Path):
+    """A YAML file with :class:`_UniqueKeyLoader`: a repeated key raises :class:`ConfigError` naming the file,
+    the line and the key."""
+    with open(path) as fh:
+        loader = _UniqueKeyLoader(fh)
+        loader.name = str(path)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+
+
+@lru_cache(maxsize=None)
+def _schema(path: Path = SCHEMA) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def wildcard_pattern(wildcard: str, schema: Path = SCHEMA) -> str:
+    """The regular expression a wildcard's values must match, from the schema's pattern for the names it takes
+    (:data:`WILDCARD_DEFINITIONS`) without its anchors (``^`` and :data:`END`): one source of truth for what a config may name and
+    what a rule accepts. ``objective`` comes from :data:`OBJECTIVE_WILDCARD`."""
+    if wildcard == "objective":
+        return OBJECTIVE_WILDCARD
+    pattern = _schema(Path(schema))["definitions"][WILDCARD_DEFINITIONS[wildcard]]["pattern"]
+    if not (pattern.startswith("^") and pattern.endswith(END)):
+        raise ConfigError(f"{schema}: definitions.{WILDCARD_DEFINITIONS[wildcard]}.pattern must be ^...{END}")
+    return pattern[1:-len(END)]
 
 
 def key_path(path) -> str:
@@ -74,8 +133,7 @@ def load(*paths: str | Path) -> dict:
     """Load config files (later ones overlay earlier ones) and validate the result."""
     config: dict = {}
     for path in paths:
-        with open(path) as fh:
-            config = merge(config, yaml.safe_load(fh) or {})
+        config = merge(config, load_yaml(path) or {})
     return validate(config)
 
 
@@ -131,28 +189,46 @@ def check(config: dict) -> None:
             raise ConfigError(f"{path}: {trainset!r} is not a training set of train.trainsets ({', '.join(trainsets)})")
 
 
+def mass_spelling(mass: float) -> str:
+    """The one way a mass is written in an objective: the shortest decimal that reads back as the same float,
+    without exponent or trailing zeros (``0.5``, ``1``, ``0.25``, ``0.00001``)."""
+    text = format(Decimal(repr(float(mass))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def objective(loss: str, mass: float | None = None) -> str:
-    """The ``objective`` wildcard: ``'mse'`` or ``'ot<mass>'`` (``ot0.5``)."""
+    """The ``objective`` wildcard: ``'mse'`` or ``'ot' + mass_spelling(mass)`` (``ot0.5``, ``ot1``); the mass
+    must be in (0, 1]."""
     if loss == "mse":
         return "mse"
     if loss == "ot":
-        return f"ot{float(mass):g}"
+        if not 0 < float(mass) <= 1:
+            raise ConfigError(f"mass {mass} must be in (0, 1]")
+        return f"ot{mass_spelling(mass)}"
     raise ConfigError(f"unknown loss {loss!r}; expected 'mse' or 'ot'")
 
 
 def parse_objective(value: str) -> tuple[str, float | None]:
-    """``'ot0.5' -> ('ot', 0.5)``, ``'mse' -> ('mse', None)``."""
+    """``'ot0.5' -> ('ot', 0.5)``, ``'mse' -> ('mse', None)``; the inverse of :func:`objective`.
+
+    Only the canonical spelling is accepted (``ot0.5``, not ``ot0.50`` or ``ot.5``): each mass names one
+    model, so two spellings would train and score the same model twice under different names.
+    """
+    expected = "expected 'mse' or 'ot<mass>' with the mass in (0, 1], e.g. 'ot0.5'"
     if value == "mse":
         return "mse", None
-    if value.startswith("ot"):
-        try:
-            mass = float(value[2:])
-        except ValueError:
-            raise ConfigError(f"objective {value!r}: expected 'mse' or 'ot<mass>', e.g. 'ot0.5'") from None
-        if not 0 < mass <= 1:
-            raise ConfigError(f"objective {value!r}: mass {mass} must be in (0, 1]")
-        return "ot", mass
-    raise ConfigError(f"objective {value!r}: expected 'mse' or 'ot<mass>', e.g. 'ot0.5'")
+    if not value.startswith("ot"):
+        raise ConfigError(f"objective {value!r}: {expected}")
+    try:
+        mass = float(value[2:])
+    except ValueError:
+        raise ConfigError(f"objective {value!r}: {expected}") from None
+    if not 0 < mass <= 1:
+        raise ConfigError(f"objective {value!r}: mass {mass} must be in (0, 1]; {expected}")
+    canonical = objective("ot", mass)
+    if value != canonical:
+        raise ConfigError(f"objective {value!r}: write it {canonical!r}, the one spelling of mass {mass:g}")
+    return "ot", mass
 
 
 def section_json(config: dict, *keys: str) -> str:

@@ -12,6 +12,11 @@ from brainot import layout
 # Snakemake unless --sdm conda puts the rule's environment first on PATH.
 bcfg.export_job_environment(Path(workflow.basedir) / "src", Path(sys.executable).parent)
 
+# Snakemake's own YAML loader keeps the last of two equal keys without a word: read every config file again
+# with one that refuses them (the file, line and key in the message).
+for _configfile in workflow.configfiles:
+    bcfg.load_yaml(_configfile)
+
 bcfg.validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
 NSD = config["nsd"]
@@ -25,13 +30,14 @@ ENV = "../../envs/brainot.yaml"
 CRITICAL_PATH_PRIORITY = 50
 
 
+# Names the config gives match the schema's patterns for them (bcfg.wildcard_pattern reads the schema).
 wildcard_constraints:
     subject=r"subj0[1-8]",
-    region=r"[A-Za-z0-9_+-]+",
-    trainset=r"[A-Za-z0-9_]+",
-    objective=r"mse|ot[0-9.]+",
+    region=bcfg.wildcard_pattern("region"),
+    trainset=bcfg.wildcard_pattern("trainset"),
+    objective=bcfg.wildcard_pattern("objective"),
     seed=r"\d+",
-    name=r"[A-Za-z0-9_.-]+",
+    name=bcfg.wildcard_pattern("name"),
 
 
 def cfg_json(*keys):
@@ -73,6 +79,13 @@ def subject_files(wildcards):
 
 def trainset_subjects(trainset):
     return [layout.subj(s) for s in config["train"]["trainsets"][trainset]]
+
+
+def checked_objective(wildcards):
+    """No input file: stops the DAG build when the objective wildcard is not the canonical spelling of an
+    objective (ot0.50, ot.5, ot1.5), naming the canonical one, so that no model is trained under a second name."""
+    bcfg.parse_objective(wildcards.objective)
+    return []
 
 
 def run_dir(trainset, region, objective, seed):

@@ -14,6 +14,7 @@ rule train:
         voxels=lambda w: [f"results/voxels/{s}.h5" for s in trainset_subjects(w.trainset)],
         regions=lambda w: [f"results/rois/{s}/{w.region}.npy" for s in trainset_subjects(w.trainset)],
         embeddings=EMBEDDINGS,
+        objective=checked_objective,
     output:
         model=f"results/models/{RUN}/model.pt",
         config=f"results/models/{RUN}/config.json",
