@@ -220,6 +220,25 @@ def test_bad_inputs_are_named():
         bot.sinkhorn_partial(a, b, M, 0.5, 0.0)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_cost_gives_a_nan_plan_and_a_nan_loss(bad, loss_cfg):
+    # what a diverged encoder hands the loss: the exact LP used to call it "infeasible" instead
+    from brainot import losses
+
+    M = torch.rand(3, 4, 5, dtype=torch.float64)
+    M[1, 2, 3] = bad
+    a, b = uniform(3, 4).double(), uniform(3, 5).double()
+    exact = bot.partial_wasserstein_exact(a, b, M, 0.5)
+    assert torch.isnan(exact[1]).all()
+    keep = [0, 2]
+    torch.testing.assert_close(exact[keep], bot.partial_wasserstein_exact(a[keep], b[keep], M[keep], 0.5))
+    x, y = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
+    x[1, 0, 0] = bad
+    settings = {k: loss_cfg[k] for k in losses.OT_SETTINGS if k != "solver"}
+    for solver in ("exact", "sinkhorn"):   # the same outcome, which training reports as a non-finite loss
+        assert torch.isnan(losses.ot_loss(x, y, 0.5, solver=solver, **settings))
+
+
 @pytest.mark.parametrize("kind", STRUCTURED)
 def test_paper_size_problems(kind, loss_cfg):
     """256 x 256 tokens, d = 1024 (the paper's CLIP ViT-L/14 tokens): <= 1% and converged within max_iter."""

@@ -345,6 +345,18 @@ def test_non_finite_loss_stops_naming_epoch_and_step_and_keeps_last_checkpoint(t
     assert not (out / "model.pt").exists() and [r["epoch"] for r in log_records(out)] == [0]
 
 
+@pytest.mark.parametrize("solver", ["exact", "sinkhorn"])
+def test_a_diverged_ot_loss_stops_with_the_non_finite_loss_error_for_every_solver(tmp_path, capsys, solver):
+    paths = write_inputs(tmp_path, {"subj01": 20}, n_train=32, all_reps=3)
+    with h5py.File(paths["voxels"][0], "a") as fh:
+        fh["train/voxels"][:, 2, :] = 3e38   # overflows float32 in the encoder at epoch 1, step 0
+    argv = train_argv(paths, tmp_path / "m", objective="ot0.5", train={**TRAIN, "epochs": 3})
+    argv[argv.index("--loss") + 1] = json.dumps({**LOSS, "solver": solver})
+    assert btrain.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "non-finite training loss" in err and "at epoch 1 step 0" in err and "infeasible" not in err
+
+
 def test_cross_subject_training_predicts_only_for_its_subjects(tmp_path):
     paths = write_inputs(tmp_path, {"subj01": 30, "subj02": 24, "subj05": 27})
     out = tmp_path / "cross"

@@ -263,7 +263,8 @@ def partial_wasserstein_exact(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor,
 
     a (B, n), b (B, m), M (B, n, m) tensors, m a float or (B,) tensor with 0 < m <= min(sum a, sum b).
     Returns G (B, n, m) in M's dtype and device. Solved in float64 on CPU (no gradient): the reference for
-    :func:`sinkhorn_partial`, and the authors' per-sample loop.
+    :func:`sinkhorn_partial`, and the authors' per-sample loop. A problem whose M, a or b holds inf or NaN gets
+    an all-NaN plan, as from :func:`sinkhorn_partial`.
 
     Each problem is POT's ``ot.partial.partial_wasserstein`` LP, built as POT builds it (:func:`extended_problem`)
     and handed to the compiled network simplex that ``ot.emd`` calls (``ot.lp.emd_wrap.emd_c``): POT's plans
@@ -280,7 +281,14 @@ def partial_wasserstein_exact(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor,
     cap = np.minimum(a64.sum(1), b64.sum(1))
     n_a, n_b = M64.shape[1:]
     plans = np.empty_like(M64)
+    finite = np.isfinite(M64).all((1, 2)) & np.isfinite(a64).all(1) & np.isfinite(b64).all(1)
     for k in range(M64.shape[0]):
+        if not finite[k]:
+            # A diverged encoder (inf or NaN tokens) has no optimal plan; the simplex would call the problem
+            # "infeasible". A NaN plan, as the Sinkhorn solvers give, makes the loss NaN, so training stops
+            # with its non-finite-loss error naming the epoch and step, whichever solver runs.
+            plans[k] = np.nan
+            continue
         # POT refuses m above min(|a|, |b|) by a rounding hair; the check above already allowed for it.
         mk = min(float(m64[k]), float(cap[k]))
         a_ext, b_ext, M_ext = extended_problem(a64[k], b64[k], M64[k], mk)
