@@ -73,10 +73,16 @@ def simulated_nsd(tmp_path_factory, _sim_cfg_session) -> Path:
     return out
 
 
-def run_micro_workflow(workdir: Path, *targets: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """``snakemake`` on the demo overlaid with ``tests/micro.yaml`` in ``workdir``; raises with the log tail on failure."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2",
-           "--configfile", str(REPO / "demo" / "config.yaml"), str(REPO / "tests" / "micro.yaml"), *extra, *targets]
+def run_micro_workflow(workdir: Path, *targets: str, extra: tuple[str, ...] = (),
+                       configfiles: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+    """``snakemake`` on the demo overlaid with ``tests/micro.yaml`` (then ``configfiles``) in ``workdir``; raises
+    with the log tail on failure.
+
+    ``--configfile`` takes every word after it, so the targets go after ``--``: otherwise Snakemake would read
+    them as more config files."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", *extra,
+           "--configfile", str(REPO / "demo" / "config.yaml"), str(REPO / "tests" / "micro.yaml"),
+           *map(str, configfiles), "--", *targets]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=3600)
     if out.returncode != 0:

@@ -1,5 +1,6 @@
 """The workflow lints clean and builds a DAG for the real and the demo configuration."""
 
+import json
 import re
 import subprocess
 import sys
@@ -69,3 +70,26 @@ def test_a_config_typo_stops_snakemake_with_the_key_path(tmp_path):
     out = snakemake("-n", "--cores", "1", "--configfile", str(bad), cwd=tmp_path)
     assert out.returncode != 0
     assert "train: Additional properties are not allowed ('epocs' was unexpected)" in out.stdout + out.stderr
+
+
+# Quotes, a command substitution, backticks, a command separator, a newline and runs of spaces: what a shell
+# would act on if a config string reached it unquoted.
+HOSTILE = "Describe 'this' \"image\" <image> $(touch MARK) `touch MARK2`; touch MARK3\nsecond  line   x"
+
+
+def test_a_hostile_config_string_reaches_its_job_as_text(tmp_path):
+    """caption.prompt goes to the demo captioner's job on its command line; the job records it in training.json."""
+    from conftest import run_micro_workflow
+
+    overlay = tmp_path / "hostile.yaml"
+    # one epoch each: the test is about the command line, not the models
+    overlay.write_text(yaml.safe_dump({"caption": {"prompt": HOSTILE},
+                                       "demo": {"clip": {"epochs": 1}, "captioner": {"epochs": 1}}}))
+    work = tmp_path / "work"
+    work.mkdir()
+    run_micro_workflow(work, "resources/demo-models/captioner", configfiles=(overlay,))
+    recorded = json.loads((work / "resources" / "demo-models" / "captioner" / "training.json").read_text())
+    assert recorded["prompt"] == HOSTILE
+    assert recorded["epochs"] == 1   # the overlay was applied (the target was not read as a config file)
+    made = [p for p in tmp_path.rglob("MARK*")] + [p for p in Path.cwd().glob("MARK*")]
+    assert made == []
