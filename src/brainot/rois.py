@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -27,6 +26,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from brainot import atomic
 from brainot import config as bcfg
 from brainot import layout
 from brainot.extract import read_label_volume
@@ -162,23 +162,17 @@ def region_columns(labels: pd.DataFrame, regions: dict[str, list[str]], terms: d
     return out
 
 
-def _replace(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    _replace(tmp, path)
+    with atomic.atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, array)
 
 
 def _save_frame(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".parquet":
-        frame.to_parquet(tmp, index=False)
-    else:
-        frame.to_csv(tmp, index=False)
-    _replace(tmp, path)
+    with atomic.atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
 
 
 def read_voxel_xyz(path: str | Path) -> np.ndarray:
