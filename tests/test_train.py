@@ -320,11 +320,12 @@ def test_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path, killed_run
     assert [r["step_loss"] for r in records] == [r["step_loss"] for r in log_records(tmp_path / "straight")]
 
 
-def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, killed_run):
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, killed_run, capsys):
     paths, original = killed_run
     other = tmp_path / "other-seed"
     shutil.copytree(original, other)
     assert btrain.main(train_argv(paths, other, seed=1, train=RESUME_RUN)) == 0
+    assert "not resumed, starting afresh: settings.seed: 0 -> 1" in capsys.readouterr().err
     assert btrain.main(train_argv(paths, tmp_path / "fresh", seed=1, train=RESUME_RUN)) == 0
     assert_same_weights(state(other), state(tmp_path / "fresh"))
     assert len(log_records(other)) == RESUME_RUN["epochs"]
