@@ -22,13 +22,12 @@ import sys
 import warnings
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
 from brainot import atomic
 from brainot import config as bcfg
-from brainot import layout
+from brainot import data, layout
 from brainot.extract import read_label_volume
 
 OTHER = "other"
@@ -177,13 +176,10 @@ def _save_frame(frame: pd.DataFrame, path: Path) -> None:
 
 def read_voxel_xyz(path: str | Path) -> np.ndarray:
     """(V, 3) int ``voxel_xyz`` of a voxel file (DESIGN.md contract)."""
-    try:
-        with h5py.File(path, "r") as f:
-            if "voxel_xyz" not in f:
-                raise RoiError(f"{path}: dataset 'voxel_xyz' missing (expected the extract stage's voxel file)")
-            xyz = f["voxel_xyz"][()]
-    except OSError as exc:
-        raise RoiError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with data.open_h5(path, data.VOXELS) as f:
+        if "voxel_xyz" not in f:
+            raise RoiError(f"{path}: dataset 'voxel_xyz' missing (expected the extract stage's voxel file)")
+        xyz = f["voxel_xyz"][()]
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise RoiError(f"{path}: voxel_xyz has shape {xyz.shape}, expected (V, 3)")
     return xyz.astype(np.int64)
