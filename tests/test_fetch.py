@@ -5,6 +5,7 @@ interrupted downloads resumed with ranged GETs, multipart ETags verified by size
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -321,6 +322,31 @@ def test_a_source_truncated_upstream_never_replaces_the_verified_copy(sim_cfg, m
     assert stats.actions["changed"] == 1 and "changed at the source" in caplog.text
     assert (dest / key).read_bytes() == new
     assert read_records(dest / "manifest" / "shared.tsv")[key].md5 == hashlib.md5(new).hexdigest()
+
+
+def test_verify_full_checks_a_size_only_record_against_the_source(sim_cfg, source_tree, tmp_path):
+    # What an earlier version recorded for a file:// key: verified by size only, the MD5 of its own (here
+    # torn) bytes. --verify full compares the file with the source, not with that MD5.
+    from brainot.fetch.store import Store, write_manifest
+
+    dest = tmp_path / "nsd"
+    nsd = nsd_section(sim_cfg, f"file://{source_tree}", dest)
+    quick(nsd, "shared")
+    key = layout.STIM_INFO
+    with open(dest / key, "r+b") as fh:          # in place: the kept hard link is torn too
+        fh.seek(-100, os.SEEK_END)
+        fh.write(bytes(100))
+    store = Store(dest)
+    records = read_records(store.journal("shared"))
+    records[key] = dataclasses.replace(records[key], md5=md5(dest / key), verified="size")
+    for path in (store.journal("shared"), store.manifest("shared")):
+        write_manifest(path, list(records.values()))
+
+    assert quick(nsd, "shared", verify="full").actions["fetch"] == 1
+    assert_identical(dest, source_tree, [key])
+    assert read_records(dest / "manifest" / "shared.tsv")[key].verified == "source-md5"
+    again = quick(nsd, "shared", verify="full")
+    assert again.actions["present"] == again.keys
 
 
 def test_missing_key_names_the_key_and_the_source(sim_cfg, source_tree, tmp_path):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -104,7 +104,7 @@ def plan(nsd: dict, families: list[str] | None, group: str, verify: str = "size"
             items.append(Item(want, None, "missing"))
             continue
         record = records[want.group].get(want.key)
-        action = _decide(store, want, info, record, verify)
+        action, record = _decide(store, want, info, record, verify)
         resume = store.resume_offset(want.key, info.etag, info.size) if action in FETCHING else 0
         items.append(Item(want, info, action, record if action in ("present", "restore", "changed") else None,
                           resume))
@@ -135,34 +135,40 @@ def _holds(path: Path, record: Record, verify: str) -> bool:
     return verify == "size" or md5_file(path) == record.md5
 
 
-def _decide(store: Store, want: Wanted, info: ObjectInfo, record: Record | None, verify: str) -> str:
+def _decide(store: Store, want: Wanted, info: ObjectInfo, record: Record | None,
+            verify: str) -> tuple[str, Record | None]:
+    """The action for one key, and its record (upgraded when ``--verify full`` checked it against the source)."""
     key = want.key
     dest, kept = store.dest(key), store.kept(key)
     if record is not None and record.size == info.size and record.etag == (info.etag or ""):
         if _holds(dest, record, verify):
-            return "present" if _source_agrees(want, info, dest, record, verify) else "fetch"
+            checked = _source_agrees(want, info, dest, record, verify)
+            return ("present", checked) if checked else ("fetch", record)
         same_file = dest.is_file() and kept.is_file() and dest.samefile(kept)
         if not same_file and _holds(kept, record, verify):
-            return "restore" if _source_agrees(want, info, kept, record, verify) else "fetch"
+            checked = _source_agrees(want, info, kept, record, verify)
+            return ("restore", checked) if checked else ("fetch", record)
     elif record is not None and (_holds(dest, record, "size") or _holds(kept, record, "size")):
-        return "changed"
+        return "changed", record
     elif info.md5 and dest.is_file() and dest.stat().st_size == info.size and md5_file(dest) == info.md5:
-        return "adopt"
-    return "fetch"
+        return "adopt", record
+    return "fetch", record
 
 
-def _source_agrees(want: Wanted, info: ObjectInfo, path: Path, record: Record, verify: str) -> bool:
+def _source_agrees(want: Wanted, info: ObjectInfo, path: Path, record: Record, verify: str) -> Record | None:
     """``--verify full`` of a file recorded as verified by size only: check it against the source's checksums
-    now (a local source's own bytes, a multipart ETag), so that a file torn before it was recorded is found."""
+    now (a local source's own bytes, a multipart ETag), so that a file torn before it was recorded is found.
+    Returns the record (saying how it is now verified), or None when the file fails."""
     if verify != "full" or record.verified != "size":
-        return True
+        return record
     checks = want.source.checks(want.remote, info)
     if not checks:
-        return True
-    _, failures = run_checks(path, checks)
+        return record
+    md5, failures = run_checks(path, checks)
     if failures:
         log.warning("%s: %s; fetching it again", want.key, "; ".join(failures))
-    return not failures
+        return None
+    return replace(record, md5=md5, verified="+".join(dict.fromkeys(c.tag for c in checks)))
 
 
 def shrunk_error(items: list[Item]) -> FetchError | None:
@@ -236,7 +242,7 @@ def fetch(nsd: dict, families: list[str] | None, group: str, *, dry_run: bool = 
         return stats
     _check_space(store, stats.to_download)
 
-    journaled = {g: set(read_records(store.journal(g))) for g in stats.groups}
+    journaled = {g: read_records(store.journal(g)) for g in stats.groups}
     records: dict[str, list[Record]] = {g: [] for g in stats.groups}
     bar = tqdm(total=sum(it.info.size for it in todo), unit="B", unit_scale=True, unit_divisor=1000,
                desc=f"fetch {group}", disable=not progress or not todo, mininterval=1.0)
@@ -244,7 +250,7 @@ def fetch(nsd: dict, families: list[str] | None, group: str, *, dry_run: bool = 
         for it in items:
             record = _apply(store, it, stats, retries, backoff, bar)
             # The journal must hold every key's record: Snakemake deletes the manifest with the other outputs.
-            if record.key not in journaled[it.want.group] or it.action in ("adopt", *FETCHING):
+            if journaled[it.want.group].get(record.key) != record or it.action in ("adopt", *FETCHING):
                 append_record(store.journal(it.want.group), record)
             records[it.want.group].append(record)
     for g, recs in records.items():
