@@ -211,13 +211,16 @@ class S3Source(Source):
         part_size = None
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self._object(key), ChecksumMode="ENABLED")
-            if multipart:
-                first = self.client.head_object(Bucket=self.bucket, Key=self._object(key), PartNumber=1)
-                part_size = int(first["ContentLength"])
         except ClientError as exc:
             raise self._error(exc, key) from exc
         except BotoCoreError as exc:
             raise self._error(exc, key) from exc
+        if multipart:
+            try:
+                first = self.client.head_object(Bucket=self.bucket, Key=self._object(key), PartNumber=1)
+                part_size = int(first["ContentLength"])
+            except (ClientError, BotoCoreError, KeyError, ValueError):
+                part_size = None  # a server without part HEADs: the common part sizes are tried instead
         if _unquote(head.get("ETag")) != info.etag:
             raise TransientError(f"{self.url_of(key)}: the object changed while it was being fetched "
                                  f"(ETag {info.etag} -> {_unquote(head.get('ETag'))})")

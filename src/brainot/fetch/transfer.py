@@ -146,12 +146,13 @@ def _verify(source: Source, remote: str, info: ObjectInfo, store: Store, key: st
     if size != info.size:
         raise IntegrityError(f"{source.url_of(remote)}: got {size} bytes, the source says {info.size}")
     checks = source.checks(remote, info)
-    # A single-part ETag was hashed while downloading; anything else needs one more read of the part.
-    streamed = [c for c in checks if c.algorithm == "md5" and not c.part_sizes and c.tag == "md5"]
+    # A whole-object MD5 (single-part ETag, a local source's MD5) was hashed while downloading; anything else
+    # needs one more read of the part.
+    streamed = [c for c in checks if c.algorithm == "md5" and not c.part_sizes]
     for check in streamed:
         if md5 != check.normalised():
             raise IntegrityError(f"{source.url_of(remote)}: MD5 {md5} of the downloaded bytes differs from "
-                                 f"the ETag {check.expected}")
+                                 f"the {check.label} {check.expected}")
     rest = [c for c in checks if c not in streamed]
     if rest:
         md5, failures = run_checks(part, rest)
