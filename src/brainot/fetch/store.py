@@ -24,7 +24,7 @@ import os
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-from ..atomic import atomic_open
+from ..atomic import atomic_open, publish
 from .sources import CHUNK
 
 MANIFEST_COLUMNS = ("key", "size", "md5", "source", "etag", "verified")
@@ -163,7 +163,7 @@ class Store:
     def install(self, key: str) -> None:
         """Rename the verified ``.part`` over the kept copy, then link it to the destination atomically."""
         kept = self.kept(key)
-        os.replace(self.part(key), kept)
+        publish(self.part(key), kept)  # fsynced: the journal records it as verified right after
         self.part_meta(key).unlink(missing_ok=True)
         self._link(kept, self.dest(key), move_if_unsupported=True)
 
