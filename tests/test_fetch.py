@@ -237,6 +237,30 @@ def test_multipart_etag_mismatch_is_fetched_again(sim_cfg, moto_s3, source_tree,
     assert (dest / layout.STIMULI).read_bytes() == body
 
 
+def test_s3_sha256_checksums_are_verified_whole_and_composite(sim_cfg, moto_s3, source_tree, proxy, tmp_path):  # noqa: F811
+    name = moto_s3.public_bucket("nsd-sha256")
+    part = 5 * 1024 * 1024
+    body = os.urandom(part) + b"tail"
+    for key in layout.shared_keys() + [f"{layout.CAPTIONS_DIR}/{k}" for k in layout.caption_keys()]:
+        if key != layout.STIMULI:
+            moto_s3.admin.put_object(Bucket=name, Key=key, Body=(source_tree / key).read_bytes(),
+                                     ChecksumAlgorithm="SHA256")
+    upload = moto_s3.admin.create_multipart_upload(Bucket=name, Key=layout.STIMULI, ChecksumAlgorithm="SHA256")
+    done = []
+    for number, chunk in enumerate([body[:part], body[part:]], 1):
+        r = moto_s3.admin.upload_part(Bucket=name, Key=layout.STIMULI, PartNumber=number, Body=chunk,
+                                      UploadId=upload["UploadId"], ChecksumAlgorithm="SHA256")
+        done.append({"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]})
+    moto_s3.admin.complete_multipart_upload(Bucket=name, Key=layout.STIMULI, UploadId=upload["UploadId"],
+                                            MultipartUpload={"Parts": done})
+    dest = tmp_path / "nsd"
+    quick(nsd_section(sim_cfg, f"s3://{name}", dest, proxy.endpoint), "shared")
+    rows = read_records(dest / "manifest" / "shared.tsv")
+    assert rows[layout.STIMULI].verified == "etag+sha256"       # composite: SHA-256 of the parts' SHA-256s
+    assert rows[layout.STIM_INFO].verified == "md5+sha256"
+    assert (dest / layout.STIMULI).read_bytes() == body
+
+
 def test_part_size_candidates_split_the_object_into_its_part_count():
     mib = 1024 * 1024
     assert part_size_candidates(20 * mib, 3, known=8 * mib) == (8 * mib,)

@@ -227,14 +227,26 @@ class S3Source(Source):
         sizes = part_size_candidates(info.size, int(multipart.group(2)), part_size) if multipart else ()
         if multipart and sizes:
             found.append(Check("etag", "multipart ETag", "md5", info.etag, sizes))
+        kind = head.get("ChecksumType")  # COMPOSITE or FULL_OBJECT where S3 says; older objects: absent
         for field, algorithm in (("ChecksumSHA256", "sha256"), ("ChecksumSHA1", "sha1"), ("ChecksumCRC32", "crc32")):
             value = head.get(field)
             if not value:
                 continue
-            composite = re.fullmatch(r"(.+)-(\d+)", value)
-            if composite and not sizes:
-                continue  # a composite checksum of unknown part size cannot be recomputed
-            found.append(Check(algorithm, f"S3 {field}", algorithm, value, sizes if composite else ()))
+            suffixed = re.fullmatch(r"(.+)-(\d+)", value)
+            # SHA checksums of a multipart object are always composite (checksum of the part checksums); a CRC
+            # of one may be either, and without ChecksumType there is no telling: the ETag check covers it.
+            if suffixed or kind == "COMPOSITE" or (multipart and algorithm != "crc32" and kind != "FULL_OBJECT"):
+                if not sizes:
+                    continue  # a composite checksum of unknown part size cannot be recomputed
+                parts = suffixed.group(2) if suffixed else multipart.group(2) if multipart else None
+                if parts is None:
+                    continue
+                base = suffixed.group(1) if suffixed else value
+                found.append(Check(algorithm, f"S3 {field}", algorithm, f"{base}-{parts}", sizes))
+            elif multipart and kind is None:
+                continue
+            else:
+                found.append(Check(algorithm, f"S3 {field}", algorithm, value))
         return found
 
     def read(self, key: str, offset: int, end: int | None = None) -> tuple[int, Iterator[bytes]]:
