@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -226,6 +227,10 @@ def test_interrupted_run_resumes_from_its_partial_file(trained, data, captioner_
     partial.write_text(json.dumps({"fingerprint": "another run"}) + "\n" + json.dumps(first) + "\n")
     again, _, _ = run_caption(trained, data, captioner_cfg[1], tmp_path, *inputs, name="resumed")
     assert again == fresh
+    # nor is a torn one (its fingerprint line cut off): it is set aside
+    partial.write_text('{"fingerpr')
+    again, _, _ = run_caption(trained, data, captioner_cfg[1], tmp_path, *inputs, name="resumed")
+    assert again == fresh and Path(f"{partial}.damaged").read_text() == '{"fingerpr'
 
 
 def _caption_argv(model_dir, data, caption_cfg, tmp_path, name):

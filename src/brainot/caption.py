@@ -27,6 +27,7 @@ import pandas as pd
 
 from brainot import atomic, data, shikra
 from brainot import fingerprint as fp
+from brainot.atomic import set_aside
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -76,11 +77,13 @@ def read_partial(path: Path, key: dict) -> list[str]:
     """Captions already made by an interrupted run with the same fingerprint (else none, saying why)."""
     if not path.exists():
         return []
-    lines = path.read_text().splitlines()
     try:
-        stored = json.loads(lines[0]).get("fingerprint") if lines else None
-    except (json.JSONDecodeError, AttributeError):
-        stored = None
+        lines = path.read_text().splitlines()
+        stored = json.loads(lines[0])["fingerprint"]
+    except (UnicodeDecodeError, IndexError, json.JSONDecodeError, TypeError, KeyError) as exc:
+        set_aside(path, f"not a partial captions file ({type(exc).__name__}: its first line must be the "
+                        "fingerprint record)")
+        return []
     if stored != key:
         print(f"{path}: not resumed, starting afresh: {fp.changes(stored, key) or 'no fingerprint'}",
               file=sys.stderr)
