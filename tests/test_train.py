@@ -366,6 +366,8 @@ def test_unreadable_checkpoint_is_set_aside_and_training_starts_afresh(tmp_path,
     assert not marker.exists()      # the pickle's callable never ran
     err = capsys.readouterr().err
     assert f"{run / 'checkpoint.pt'}: not a readable checkpoint" in err and "resuming" not in err
+    if kind == "crafted":
+        assert "refused unexecuted by weights_only=True" in err
     assert (run / "checkpoint.pt.damaged").read_bytes() == damaged_bytes
     assert not (run / "checkpoint.pt").exists()
     # Started afresh: every epoch logged once, and the weights of an uninterrupted run.

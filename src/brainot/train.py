@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -194,6 +196,11 @@ def load_checkpoint(path: Path, fingerprint: dict):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= ckpt.keys():
             raise ValueError(f"expected a dict with keys {sorted(CHECKPOINT_KEYS)}")
+    except pickle.UnpicklingError as exc:
+        why = ("it holds objects other than tensors and plain types, refused unexecuted by weights_only=True"
+               if "weights only" in str(exc).lower() else f"UnpicklingError: {first_line(exc)}")
+        set_aside(path, f"not a readable checkpoint ({why})")
+        return None
     except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the remedy is the same
         set_aside(path, f"not a readable checkpoint ({type(exc).__name__}: {first_line(exc)})")
         return None
@@ -205,7 +212,8 @@ def load_checkpoint(path: Path, fingerprint: dict):
 
 
 def first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
+    """The first line of an exception's message, without terminal escape codes, at most 200 characters."""
+    return (re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines() or [""])[0][:200]
 
 
 def truncate_log(path: Path, epochs_done: int) -> None:
