@@ -9,6 +9,10 @@ captioner that uses its image input must name the right place for held-out image
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -223,6 +227,58 @@ def test_interrupted_run_resumes_from_its_partial_file(trained, data, captioner_
     partial.write_text(json.dumps({"fingerprint": "another run"}) + "\n" + json.dumps(first) + "\n")
     again, _, _ = run_caption(trained, data, captioner_cfg[1], tmp_path, *inputs, name="resumed")
     assert again == fresh
+    # nor is a torn one (its fingerprint line cut off): it is set aside
+    partial.write_text('{"fingerpr')
+    again, _, _ = run_caption(trained, data, captioner_cfg[1], tmp_path, *inputs, name="resumed")
+    assert again == fresh and Path(f"{partial}.damaged").read_text() == '{"fingerpr'
+
+
+def _caption_argv(model_dir, data, caption_cfg, tmp_path, name):
+    cfg = dict(caption_cfg, model=str(model_dir), max_new_tokens=12, batch_size=5)
+    return ["--cfg", json.dumps(cfg), "--image-embeddings", str(data["embeddings"]), "--voxels", str(data["voxels"]),
+            "--stim-info", str(data["stim_info"]), "--out-json", str(tmp_path / f"{name}.json"),
+            "--out-parquet", str(tmp_path / f"{name}.parquet"), "--device", "cpu", "--no-progress"]
+
+
+def _killed_after_one_batch(argv):
+    proc = subprocess.run([sys.executable, "-m", "brainot.caption", *argv, "--stop-after-batches", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 75, proc.stderr
+
+
+def test_other_weights_at_the_same_model_path_are_not_resumed(trained, data, captioner_cfg, tmp_path, capsys):
+    small, caption_cfg = captioner_cfg
+    other = tmp_path / "other-captioner"   # the same architecture and files, other weights (another seed)
+    demo_captioner.main(["--embeddings", str(data["embeddings"]), "--stim-info", str(data["stim_info"]),
+                         "--captions", *map(str, data["captions"]), "--cfg", json.dumps(dict(small, seed=7, epochs=3)),
+                         "--prompt", json.dumps(caption_cfg["prompt"]), "--out", str(other), "--no-progress"])
+    expected_other, _, _ = run_caption(other, data, caption_cfg, tmp_path, "--image-embeddings",
+                                       str(data["embeddings"]), "--voxels", str(data["voxels"]), name="other")
+    expected_trained, _, _ = run_caption(trained, data, caption_cfg, tmp_path, "--image-embeddings",
+                                         str(data["embeddings"]), "--voxels", str(data["voxels"]), name="trained")
+    assert expected_other != expected_trained
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    argv = _caption_argv(model, data, caption_cfg, tmp_path, "out")
+    partial = tmp_path / "out.json.partial.jsonl"
+
+    # Same model: the killed run's batch is resumed.
+    _killed_after_one_batch(argv)
+    assert len(partial.read_text().splitlines()) == 2
+    capsys.readouterr()
+    caption.main(argv)
+    assert f"resuming: 5 of {N_SHARED} captions" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out.json").read_text()) == expected_trained
+
+    # Other weights put at the same path after the kill: the partial captions are not mixed in.
+    _killed_after_one_batch(argv)
+    shutil.rmtree(model)
+    shutil.copytree(other, model)
+    caption.main(argv)
+    err = capsys.readouterr().err
+    assert "not resumed, starting afresh" in err and "models.captioner.files" in err and "resuming" not in err
+    assert json.loads((tmp_path / "out.json").read_text()) == expected_other
+    assert not partial.exists()
 
 
 def test_bad_inputs_name_the_file_and_key(trained, data, captioner_cfg, tmp_path):

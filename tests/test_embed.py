@@ -181,6 +181,20 @@ def test_a_part_from_other_settings_is_not_resumed(tmp_path, clip_dir, stimuli, 
                                    reference_tokens(clip_dir, stimuli, ids, -2)[:, 1:], rtol=2e-3, atol=2e-3)
 
 
+def test_a_torn_part_is_set_aside_and_remade(tmp_path, clip_dir, stimuli, voxel_files, capsys):
+    ids = embed.image_ids(voxel_files)
+    out = tmp_path / "emb.h5"
+    part = Path(f"{out}.part")
+    part.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    summary = embed.embed(stimuli, ids, out, str(clip_dir), layer=-2, batch_size=4)
+    assert summary["resumed"] == 0
+    assert f"{part}: not a readable partial embeddings file" in capsys.readouterr().err
+    assert Path(f"{part}.damaged").stat().st_size == 72 and not part.exists()
+    with h5py.File(out, "r") as fh:
+        np.testing.assert_allclose(fh["tokens"][:].astype(np.float32),
+                                   reference_tokens(clip_dir, stimuli, ids, -2)[:, 1:], rtol=2e-3, atol=2e-3)
+
+
 def test_bad_inputs_are_named(tmp_path, clip_dir, stimuli):
     ids_only_train = tmp_path / "subj01.h5"
     with h5py.File(ids_only_train, "w") as fh:

@@ -271,6 +271,21 @@ def test_interrupted_run_resumes(small_nsd, tmp_path, capsys):
     assert "fingerprint" not in resumed["attrs"]
 
 
+def test_a_torn_partial_output_is_set_aside_and_remade(small_nsd, tmp_path, capsys):
+    fresh = _read(_run(_nsd(small_nsd["root"], "zero"), tmp_path / "fresh"))
+    out = tmp_path / "torn" / "subj01.h5"
+    partial = out.with_name("subj01.h5.partial")
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)   # an HDF5 signature, then nothing usable
+    ex.extract(_nsd(small_nsd["root"], "zero"), 1, out, out.with_suffix(".tsv"), progress=False)
+    err = capsys.readouterr().err
+    assert f"{partial}: not a readable partial voxels file" in err
+    assert partial.with_name("subj01.h5.partial.damaged").read_bytes().startswith(b"\x89HDF")
+    remade = _read(out)
+    for key in ("train/voxels", "test/voxels", "voxel_xyz"):
+        assert np.array_equal(remade[key], fresh[key])
+
+
 def test_cli_prints_counts(small_nsd, tmp_path, capsys):
     import json
 

@@ -5,6 +5,7 @@ interrupted downloads resumed with ranged GETs, multipart ETags verified by size
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,6 +18,8 @@ from s3_helpers import moto_s3, proxy  # noqa: F401  (pytest fixtures)
 
 from brainot import layout
 from brainot.fetch import FetchError, MissingKeyError, fetch, read_records
+from brainot.fetch.checksum import part_size_candidates
+from brainot.fetch.transfer import OVERLAP
 
 BUCKET = "nsd-sim"
 
@@ -83,7 +86,8 @@ def test_full_fetch_from_s3_is_byte_identical_and_manifested(sim_cfg, bucket, so
         for key, rec in rows.items():
             assert rec.size == (source_tree / key).stat().st_size
             assert rec.md5 == md5(source_tree / key)
-            assert rec.verified == "md5"  # single-part: ETag == MD5, checked
+            # single-part: ETag == MD5, and the CRC32 that boto3 had S3 store at upload, both checked
+            assert rec.verified == "md5+crc32"
             assert rec.source == f"s3://{bucket}/{key}"
     assert set().union(*(read_records(dest / "manifest" / f"{g}.tsv") for g in stats.groups)) == set(keys)
 
@@ -168,7 +172,9 @@ def test_interrupted_run_keeps_its_part_and_the_next_run_continues_from_it(sim_c
     stats = quick(nsd, "shared")
 
     gets = proxy.object_gets(layout.STIMULI)
-    assert [g.headers.get("range") for g in gets] == [f"bytes={kept}-"]
+    # the last OVERLAP bytes of the part are downloaded again and compared, then the rest
+    overlap = max(0, kept - OVERLAP)
+    assert [g.headers.get("range") for g in gets] == [f"bytes={overlap}-{kept - 1}", f"bytes={kept}-"]
     assert stats.resumed == 1
     assert md5(dest / layout.STIMULI) == md5(source_tree / layout.STIMULI)
     assert not part.exists()
@@ -189,25 +195,182 @@ def test_bytes_corrupted_in_transit_fail_the_md5_and_are_fetched_again(sim_cfg, 
     assert_identical(dest, source_tree, [key])
 
 
-def test_multipart_object_is_verified_by_size_and_says_so(sim_cfg, moto_s3, source_tree, proxy, tmp_path, caplog):  # noqa: F811
-    name = moto_s3.public_bucket("nsd-multipart")
+def _multipart_bucket(moto_s3, source_tree, name: str, body: bytes, part: int) -> str:  # noqa: F811
+    """A bucket with the shared keys, the stimuli file uploaded in parts of ``part`` bytes. Returns the ETag."""
+    moto_s3.public_bucket(name)
     for key in layout.shared_keys() + [f"{layout.CAPTIONS_DIR}/{k}" for k in layout.caption_keys()]:
         if key != layout.STIMULI:
             moto_s3.admin.put_object(Bucket=name, Key=key, Body=(source_tree / key).read_bytes())
-    body = os.urandom(5 * 1024 * 1024) + b"tail"
-    etag = moto_s3.put_multipart(name, layout.STIMULI, [body[:5 * 1024 * 1024], body[5 * 1024 * 1024:]])
-    assert etag.endswith("-2")
+    return moto_s3.put_multipart(name, layout.STIMULI, [body[i:i + part] for i in range(0, len(body), part)])
+
+
+def test_multipart_etag_is_recomputed_and_verified(sim_cfg, moto_s3, source_tree, proxy, tmp_path, caplog):  # noqa: F811
+    part = 5 * 1024 * 1024
+    body = os.urandom(2 * part) + b"tail"
+    etag = _multipart_bucket(moto_s3, source_tree, "nsd-multipart", body, part)
+    assert etag.endswith("-3")
     dest = tmp_path / "nsd"
-    nsd = nsd_section(sim_cfg, f"s3://{name}", dest, proxy.endpoint)
+    nsd = nsd_section(sim_cfg, "s3://nsd-multipart", dest, proxy.endpoint)
 
     with caplog.at_level("INFO", logger="brainot.fetch"):
         stats = quick(nsd, "shared")
 
-    assert stats.size_only == [layout.STIMULI]
+    assert stats.size_only == []
     assert (dest / layout.STIMULI).read_bytes() == body
     rec = read_records(dest / "manifest" / "shared.tsv")[layout.STIMULI]
-    assert (rec.verified, rec.size, rec.md5, rec.etag) == ("size", len(body), hashlib.md5(body).hexdigest(), etag)
-    assert "size verified only (multipart ETag, not an MD5)" in caplog.text
+    assert (rec.verified, rec.size, rec.md5, rec.etag) == ("etag", len(body), hashlib.md5(body).hexdigest(), etag)
+    assert "size + etag verified" in caplog.text
+
+
+def test_multipart_etag_mismatch_is_fetched_again(sim_cfg, moto_s3, source_tree, proxy, tmp_path):  # noqa: F811
+    # One byte flipped in transit inside the second part: size fine, the recomputed multipart ETag is not.
+    part = 5 * 1024 * 1024
+    body = os.urandom(2 * part) + b"tail"
+    _multipart_bucket(moto_s3, source_tree, "nsd-multipart-flip", body, part)
+    dest = tmp_path / "nsd"
+    nsd = nsd_section(sim_cfg, "s3://nsd-multipart-flip", dest, proxy.endpoint)
+    proxy.flip(layout.STIMULI, at_byte=part + 100)
+
+    stats = quick(nsd, "shared")
+
+    assert stats.retries == 1 and len(proxy.object_gets(layout.STIMULI)) == 2
+    assert (dest / layout.STIMULI).read_bytes() == body
+
+
+def test_s3_sha256_checksums_are_verified_whole_and_composite(sim_cfg, moto_s3, source_tree, proxy, tmp_path):  # noqa: F811
+    name = moto_s3.public_bucket("nsd-sha256")
+    part = 5 * 1024 * 1024
+    body = os.urandom(part) + b"tail"
+    for key in layout.shared_keys() + [f"{layout.CAPTIONS_DIR}/{k}" for k in layout.caption_keys()]:
+        if key != layout.STIMULI:
+            moto_s3.admin.put_object(Bucket=name, Key=key, Body=(source_tree / key).read_bytes(),
+                                     ChecksumAlgorithm="SHA256")
+    upload = moto_s3.admin.create_multipart_upload(Bucket=name, Key=layout.STIMULI, ChecksumAlgorithm="SHA256")
+    done = []
+    for number, chunk in enumerate([body[:part], body[part:]], 1):
+        r = moto_s3.admin.upload_part(Bucket=name, Key=layout.STIMULI, PartNumber=number, Body=chunk,
+                                      UploadId=upload["UploadId"], ChecksumAlgorithm="SHA256")
+        done.append({"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]})
+    moto_s3.admin.complete_multipart_upload(Bucket=name, Key=layout.STIMULI, UploadId=upload["UploadId"],
+                                            MultipartUpload={"Parts": done})
+    dest = tmp_path / "nsd"
+    quick(nsd_section(sim_cfg, f"s3://{name}", dest, proxy.endpoint), "shared")
+    rows = read_records(dest / "manifest" / "shared.tsv")
+    assert rows[layout.STIMULI].verified == "etag+sha256"       # composite: SHA-256 of the parts' SHA-256s
+    assert rows[layout.STIM_INFO].verified == "md5+sha256"
+    assert (dest / layout.STIMULI).read_bytes() == body
+
+
+def test_part_size_candidates_split_the_object_into_its_part_count():
+    mib = 1024 * 1024
+    assert part_size_candidates(20 * mib, 3, known=8 * mib) == (8 * mib,)
+    assert part_size_candidates(20 * mib, 3) == (8 * mib,)             # the AWS CLI's default fits
+    assert part_size_candidates(100 * mib, 2) == (50 * mib, 64 * mib)   # every common size that gives 2 parts
+    assert part_size_candidates(20 * mib, 3, known=5 * mib) == (8 * mib,)  # a wrong "known" size is not used
+    assert all(-(-(7 * mib + 5) // p) == 7 for p in part_size_candidates(7 * mib + 5, 7))
+
+
+def _torn_part(dest: Path, key: str, body: bytes, etag: str, zero_from: int, zero_to: int) -> Path:
+    """What a machine crash can leave: a part of the full length whose bytes ``zero_from:zero_to`` never reached
+    the disk (zeros), recorded as holding this object version."""
+    from brainot.fetch.store import Store
+
+    store = Store(dest)
+    store.start_part(key, etag, len(body))
+    torn = bytearray(body)
+    torn[zero_from:zero_to] = bytes(zero_to - zero_from)
+    store.part(key).write_bytes(bytes(torn))
+    return store.part(key)
+
+
+def test_torn_part_tail_is_found_by_the_overlap_and_fetched_again(sim_cfg, source_tree, tmp_path, caplog):
+    # A file:// source: no stored checksum, so the re-read overlap is what catches the torn tail first.
+    dest = tmp_path / "nsd"
+    nsd = nsd_section(sim_cfg, f"file://{source_tree}", dest)
+    src = source_tree / layout.STIMULI
+    body = src.read_bytes()
+    _torn_part(dest, layout.STIMULI, body, f"mtime:{src.stat().st_mtime_ns}", len(body) - 1000, len(body))
+
+    with caplog.at_level("WARNING", logger="brainot.fetch"):
+        stats = quick(nsd, "shared")
+
+    assert "differs from the source in bytes" in caplog.text and stats.retries == 1
+    assert (dest / layout.STIMULI).read_bytes() == body
+    assert read_records(dest / "manifest" / "shared.tsv")[layout.STIMULI].verified == "source-md5"
+
+
+def test_torn_part_before_the_overlap_is_found_by_the_multipart_etag(sim_cfg, moto_s3, source_tree, proxy,  # noqa: F811
+                                                                      tmp_path, caplog):
+    part = 5 * 1024 * 1024
+    body = os.urandom(2 * part) + b"tail"
+    etag = _multipart_bucket(moto_s3, source_tree, "nsd-multipart-torn", body, part)
+    dest = tmp_path / "nsd"
+    nsd = nsd_section(sim_cfg, "s3://nsd-multipart-torn", dest, proxy.endpoint)
+    _torn_part(dest, layout.STIMULI, body, etag, 1000, 5000)   # well before the re-read last OVERLAP bytes
+
+    with caplog.at_level("WARNING", logger="brainot.fetch"):
+        stats = quick(nsd, "shared")
+
+    assert "multipart ETag of the local bytes" in caplog.text and stats.retries == 1
+    gets = [g.headers.get("range") for g in proxy.object_gets(layout.STIMULI)]
+    assert gets == [f"bytes={len(body) - OVERLAP}-{len(body) - 1}", None]  # overlap passed; then all again
+    assert (dest / layout.STIMULI).read_bytes() == body
+
+
+def test_a_source_truncated_upstream_never_replaces_the_verified_copy(sim_cfg, moto_s3, source_tree, proxy,  # noqa: F811
+                                                                     tmp_path, caplog):
+    name = moto_s3.public_bucket("nsd-changing")
+    for key in layout.shared_keys() + [f"{layout.CAPTIONS_DIR}/{k}" for k in layout.caption_keys()]:
+        moto_s3.admin.put_object(Bucket=name, Key=key, Body=(source_tree / key).read_bytes())
+    dest = tmp_path / "nsd"
+    nsd = nsd_section(sim_cfg, f"s3://{name}", dest, proxy.endpoint)
+    quick(nsd, "shared")
+    key = layout.STIM_INFO
+    good = (source_tree / key).read_bytes()
+
+    moto_s3.admin.put_object(Bucket=name, Key=key, Body=good[:len(good) // 2])   # a truncated re-upload
+    (dest / key).unlink()                                                           # as Snakemake does
+    proxy.reset()
+    with pytest.raises(FetchError, match="got shorter at their source than the verified local copy") as info:
+        quick(nsd, "shared")
+    assert f"s3://{name}/{key}: now {len(good) // 2} bytes" in str(info.value)
+    assert proxy.object_gets() == []                                                # nothing downloaded
+    assert (dest / ".fetch" / "objects" / key).read_bytes() == good                 # the good copy is kept
+    assert read_records(dest / ".fetch" / "journal" / "shared.tsv")[key].size == len(good)
+
+    # A new version of the same length, with its ETag: downloaded beside the copy, verified, then swapped in.
+    new = bytes(reversed(good))
+    moto_s3.admin.put_object(Bucket=name, Key=key, Body=new)
+    with caplog.at_level("WARNING", logger="brainot.fetch"):
+        stats = quick(nsd, "shared")
+    assert stats.actions["changed"] == 1 and "changed at the source" in caplog.text
+    assert (dest / key).read_bytes() == new
+    assert read_records(dest / "manifest" / "shared.tsv")[key].md5 == hashlib.md5(new).hexdigest()
+
+
+def test_verify_full_checks_a_size_only_record_against_the_source(sim_cfg, source_tree, tmp_path):
+    # What an earlier version recorded for a file:// key: verified by size only, the MD5 of its own (here
+    # torn) bytes. --verify full compares the file with the source, not with that MD5.
+    from brainot.fetch.store import Store, write_manifest
+
+    dest = tmp_path / "nsd"
+    nsd = nsd_section(sim_cfg, f"file://{source_tree}", dest)
+    quick(nsd, "shared")
+    key = layout.STIM_INFO
+    with open(dest / key, "r+b") as fh:          # in place: the kept hard link is torn too
+        fh.seek(-100, os.SEEK_END)
+        fh.write(bytes(100))
+    store = Store(dest)
+    records = read_records(store.journal("shared"))
+    records[key] = dataclasses.replace(records[key], md5=md5(dest / key), verified="size")
+    for path in (store.journal("shared"), store.manifest("shared")):
+        write_manifest(path, list(records.values()))
+
+    assert quick(nsd, "shared", verify="full").actions["fetch"] == 1
+    assert_identical(dest, source_tree, [key])
+    assert read_records(dest / "manifest" / "shared.tsv")[key].verified == "source-md5"
+    again = quick(nsd, "shared", verify="full")
+    assert again.actions["present"] == again.keys
 
 
 def test_missing_key_names_the_key_and_the_source(sim_cfg, source_tree, tmp_path):
@@ -268,7 +431,7 @@ def test_file_source_fetches_reruns_and_repairs_the_same_way(sim_cfg, source_tre
     assert first.actions["fetch"] == len(keys)
     assert_identical(dest, source_tree, keys)
     rows = read_records(dest / "manifest" / "subj05.tsv")
-    assert all(r.md5 == md5(source_tree / k) and r.verified == "size" for k, r in rows.items())
+    assert all(r.md5 == md5(source_tree / k) and r.verified == "source-md5" for k, r in rows.items())
 
     assert quick(nsd).actions["present"] == len(keys)
     (dest / layout.EXPDESIGN).unlink()  # replaced by another file: the kept hard link still holds the fetched one
@@ -356,13 +519,13 @@ def test_snakemake_rerun_of_a_fetch_rule_relinks_instead_of_downloading(sim_cfg,
 
     assert run.returncode == 0, run.stderr[-3000:]
     log = (tmp_path / "logs" / "fetch" / "subj01.log").read_text()
-    assert f"{len(inodes)} restored, 0 adopted, 0 to fetch" in log
+    assert f"{len(inodes)} restored, 0 adopted, 0 changed at the source, 0 to fetch" in log
     assert {k: (tmp_path / "nsd" / k).stat().st_ino for k in inodes} == inodes  # the same bytes, not copies
     assert_identical(tmp_path / "nsd", source_tree, list(inodes))
 
 
-def test_a_complete_part_left_by_a_killed_run_is_verified_without_a_get(sim_cfg, bucket, source_tree, proxy,  # noqa: F811
-                                                                          tmp_path):
+def test_a_complete_part_left_by_a_killed_run_is_checked_and_verified_not_downloaded(sim_cfg, bucket, source_tree,  # noqa: F811
+                                                                                      proxy, tmp_path):
     from brainot.fetch.store import Store
 
     dest = tmp_path / "nsd"
@@ -375,5 +538,7 @@ def test_a_complete_part_left_by_a_killed_run_is_verified_without_a_get(sim_cfg,
 
     stats = quick(nsd, "shared")
 
-    assert proxy.object_gets(layout.STIM_INFO) == [] and stats.resumed == 1
+    # Only its last OVERLAP bytes (here: all of it) are read again, to compare; then the MD5 is checked.
+    ranges = [g.headers.get("range") for g in proxy.object_gets(layout.STIM_INFO)]
+    assert ranges == [f"bytes={max(0, len(body) - OVERLAP)}-{len(body) - 1}"] and stats.resumed == 1
     assert (dest / layout.STIM_INFO).read_bytes() == body

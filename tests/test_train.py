@@ -310,7 +310,7 @@ def test_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path, killed_run
     killed = tmp_path / "killed"
     shutil.copytree(original, killed)
     assert not (killed / "model.pt").exists()
-    ckpt = torch.load(killed / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(killed / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 2
     with open(killed / "log.jsonl", "a") as fh:   # what a kill during epoch 2's logging could leave
         fh.write(json.dumps({"epoch": 2, "partial": True}) + "\n" + '{"epoch": 2, "step_lo')
@@ -323,14 +323,72 @@ def test_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path, killed_run
     assert [r["step_loss"] for r in records] == [r["step_loss"] for r in log_records(tmp_path / "straight")]
 
 
-def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, killed_run):
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, killed_run, capsys):
     paths, original = killed_run
     other = tmp_path / "other-seed"
     shutil.copytree(original, other)
     assert btrain.main(train_argv(paths, other, seed=1, train=RESUME_RUN)) == 0
+    assert "not resumed, starting afresh: settings.seed: 0 -> 1" in capsys.readouterr().err
     assert btrain.main(train_argv(paths, tmp_path / "fresh", seed=1, train=RESUME_RUN)) == 0
     assert_same_weights(state(other), state(tmp_path / "fresh"))
     assert len(log_records(other)) == RESUME_RUN["epochs"]
+
+
+class _TouchOnLoad:
+    """Unpickling this calls ``open(marker, "w")``: what a crafted checkpoint could do with any callable."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _damage(kind: str, checkpoint: Path, marker: Path) -> None:
+    if kind == "crafted":
+        torch.save({"model": _TouchOnLoad(marker), "epoch": 2}, checkpoint)
+    elif kind == "truncated":
+        data = checkpoint.read_bytes()
+        checkpoint.write_bytes(data[:len(data) // 2])
+    elif kind == "empty":
+        checkpoint.write_bytes(b"")
+    else:  # a readable file that is not one of our checkpoints
+        torch.save({"something": torch.zeros(3)}, checkpoint)
+
+
+@pytest.mark.parametrize("kind", ["crafted", "truncated", "empty", "foreign"])
+def test_unreadable_checkpoint_is_set_aside_and_training_starts_afresh(tmp_path, killed_run, capsys, kind):
+    paths, original = killed_run
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    marker = tmp_path / "pwned"
+    _damage(kind, run / "checkpoint.pt", marker)
+    damaged_bytes = (run / "checkpoint.pt").read_bytes()
+
+    assert btrain.main(train_argv(paths, run, train=RESUME_RUN)) == 0
+    assert not marker.exists()      # the pickle's callable never ran
+    err = capsys.readouterr().err
+    assert f"{run / 'checkpoint.pt'}: not a readable checkpoint" in err and "resuming" not in err
+    if kind == "crafted":
+        assert "refused unexecuted by weights_only=True" in err
+    assert (run / "checkpoint.pt.damaged").read_bytes() == damaged_bytes
+    assert not (run / "checkpoint.pt").exists()
+    # Started afresh: every epoch logged once, and the weights of an uninterrupted run.
+    assert [r["epoch"] for r in log_records(run)] == list(range(RESUME_RUN["epochs"]))
+    assert btrain.main(train_argv(paths, tmp_path / "straight", train=RESUME_RUN)) == 0
+    assert_same_weights(state(run), state(tmp_path / "straight"))
+
+
+@pytest.mark.parametrize("which", ["voxels", "embeddings"])
+def test_truncated_hdf5_input_is_an_error_naming_the_file(tmp_path, which):
+    paths = write_inputs(tmp_path, {"subj01": 20}, n_train=32)
+    path = Path(paths[which][0] if which == "voxels" else paths[which])
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) * 2 // 3])
+    expected = "a voxels file" if which == "voxels" else "an embeddings file"
+    with pytest.raises(bdata.DataError, match="not a readable HDF5 file") as info:
+        btrain.main(train_argv(paths, tmp_path / "m", train={**TRAIN, "epochs": 3}))
+    assert str(path) in str(info.value) and expected in str(info.value)
 
 
 def test_non_finite_loss_stops_naming_epoch_and_step_and_keeps_last_checkpoint(tmp_path, capsys):
@@ -343,7 +401,7 @@ def test_non_finite_loss_stops_naming_epoch_and_step_and_keeps_last_checkpoint(t
     assert btrain.main(train_argv(paths, out, train={**TRAIN, "epochs": 4})) == 1
     err = capsys.readouterr().err
     assert "non-finite training loss" in err and "at epoch 1 step 0" in err and "after 1 epochs" in err
-    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
     assert not (out / "model.pt").exists() and [r["epoch"] for r in log_records(out)] == [0]
 

@@ -48,6 +48,7 @@ from typing import Iterator
 import torch
 from tqdm import tqdm
 
+from brainot import atomic
 from brainot import config as bcfg
 from brainot import ot as bot
 from brainot import ot_fast
@@ -638,11 +639,7 @@ def run(args) -> dict:
 
 def write_json(report: dict, path: str | Path) -> None:
     """Write atomically (a kill mid-write leaves the previous version)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic.write_json(path, report)
 
 
 def finish(report: dict) -> dict:

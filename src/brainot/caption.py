@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from brainot import data, shikra
+from brainot import atomic, data, shikra
+from brainot import fingerprint as fp
+from brainot.atomic import set_aside
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -36,7 +39,7 @@ def _dataset(fh: h5py.File, path: str | Path, key: str) -> h5py.Dataset:
 
 def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``tokens`` (N, T, D) float32 and ``nsd_id`` (N,) int64 of a predictions file, in its (test) order."""
-    with h5py.File(path, "r") as fh:
+    with data.open_h5(path, data.PREDICTIONS) as fh:
         tokens, ids = _dataset(fh, path, "tokens"), _dataset(fh, path, "nsd_id")[:].astype(np.int64)
         if tokens.ndim != 3 or tokens.shape[0] != ids.shape[0]:
             raise ValueError(f"{path}: 'tokens' has shape {tokens.shape}, expected (N={ids.shape[0]}, T, D)")
@@ -45,7 +48,7 @@ def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def read_image_fed(embeddings: str | Path, voxels: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The true tokens (float32) of the test images of ``voxels`` (``test/nsd_id`` order) from the embeddings cache."""
-    with h5py.File(voxels, "r") as fh:
+    with data.open_h5(voxels, data.VOXELS) as fh:
         test_ids = _dataset(fh, voxels, "test/nsd_id")[:].astype(np.int64)
     return data.read_tokens(embeddings, test_ids).astype(np.float32), test_ids
 
@@ -61,20 +64,29 @@ def coco_ids(stim_info: str | Path, nsd_ids: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- resume
-def fingerprint(cfg: dict, tokens: np.ndarray, nsd_ids: np.ndarray) -> str:
-    """What the captions depend on: settings (model path, prompt, lengths) and the exact input tokens."""
-    h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
-    h.update(nsd_ids.tobytes())
+def fingerprint(cfg: dict, tokens: np.ndarray, nsd_ids: np.ndarray) -> dict:
+    """What the captions depend on: the settings (model path, prompt, lengths), the exact input tokens and
+    the files of the model directory (:mod:`brainot.fingerprint`): other weights at the same path do not
+    resume another model's partial captions."""
+    h = hashlib.sha256(nsd_ids.astype(np.int64).tobytes())
     h.update(np.ascontiguousarray(tokens).tobytes())
-    return h.hexdigest()
+    return fp.make({"caption": cfg, "tokens_sha256": h.hexdigest()}, models={"captioner": cfg["model"]})
 
 
-def read_partial(path: Path, key: str) -> list[str]:
-    """Captions already made by an interrupted run with the same fingerprint (else none)."""
+def read_partial(path: Path, key: dict) -> list[str]:
+    """Captions already made by an interrupted run with the same fingerprint (else none, saying why)."""
     if not path.exists():
         return []
-    lines = path.read_text().splitlines()
-    if not lines or json.loads(lines[0]).get("fingerprint") != key:
+    try:
+        lines = path.read_text().splitlines()
+        stored = json.loads(lines[0])["fingerprint"]
+    except (UnicodeDecodeError, IndexError, json.JSONDecodeError, TypeError, KeyError) as exc:
+        set_aside(path, f"not a partial captions file ({type(exc).__name__}: its first line must be the "
+                        "fingerprint record)")
+        return []
+    if stored != key:
+        print(f"{path}: not resumed, starting afresh: {fp.changes(stored, key) or 'no fingerprint'}",
+              file=sys.stderr)
         return []
     captions = []
     for line in lines[1:]:
@@ -88,10 +100,10 @@ def read_partial(path: Path, key: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------- output
 def write_outputs(captions: list[str], nsd_ids: np.ndarray, coco: np.ndarray, out_json: str | Path,
                   out_parquet: str | Path) -> None:
-    Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(out_json).write_text(json.dumps({str(i): c for i, c in enumerate(captions)}, indent=1))
-    pd.DataFrame({"position": np.arange(len(captions)), "nsd_id": nsd_ids, "coco_id": coco,
-                  "caption": captions}).to_parquet(out_parquet, index=False)
+    atomic.write_text(out_json, json.dumps({str(i): c for i, c in enumerate(captions)}, indent=1))
+    with atomic.atomic_path(out_parquet) as tmp:
+        pd.DataFrame({"position": np.arange(len(captions)), "nsd_id": nsd_ids, "coco_id": coco,
+                      "caption": captions}).to_parquet(tmp, index=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-parquet", required=True, help="captions with position, nsd_id, coco_id")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--stop-after-batches", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if bool(args.tokens) == bool(args.image_embeddings) or bool(args.image_embeddings) != bool(args.voxels):
         parser.error("give either --tokens, or --image-embeddings together with --voxels")
@@ -131,12 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     if done:
         print(f"resuming: {len(done)} of {len(nsd_ids)} captions from {partial}", file=sys.stderr)
     # rewrite it with the whole batches read back (dropping a line cut off mid-write), then append as batches finish
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    partial.write_text(json.dumps({"fingerprint": key}) + "\n" + (json.dumps(done) + "\n" if done else ""))
+    atomic.write_text(partial, json.dumps({"fingerprint": key}) + "\n" + (json.dumps(done) + "\n" if done else ""))
+    saved = []
     with partial.open("a") as fh:
         def save_batch(first, texts):
             fh.write(json.dumps(texts) + "\n")
             fh.flush()
+            saved.append(first)
+            if len(saved) == args.stop_after_batches:
+                os._exit(75)  # test hook: die abruptly, as a killed job would, right after a saved batch
 
         captions = done + shikra.caption(captioner, tokens, cfg["prompt"], cfg["max_new_tokens"],
                                          cfg["batch_size"], progress=not args.no_progress, on_batch=save_batch,

@@ -13,6 +13,8 @@ expected.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +29,41 @@ SPLITS = ("train", "test")
 EMBEDDING_BLOCK = 256
 
 
+VOXELS = "a voxels file from brainot.extract (train|test/voxels (N, 3, V) float32, nsd_id, n_reps)"
+EMBEDDINGS = "an embeddings file from brainot.embed (tokens (N, T, D) float16, nsd_id (N,) int64)"
+PREDICTIONS = "a predictions file from brainot.predict (tokens (N, T, D) float32, nsd_id (N,) int64)"
+
+
 class DataError(ValueError):
     """An input file does not match its contract; the message names the file, the key and the expectation."""
+
+
+@contextlib.contextmanager
+def open_h5(path: str | Path, expected: str) -> Iterator[h5py.File]:
+    """Open an HDF5 input for reading: every input file goes through here.
+
+    A missing, truncated or otherwise unreadable file (HDF5 raises a bare ``OSError`` that names neither the
+    file nor the contract), on opening or on any read inside the block, becomes a :class:`DataError` naming
+    the file and ``expected`` (what the file should be), and saying how to have it made again.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; expected {expected}")
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(_unreadable(path, expected, exc)) from None
+    with fh:
+        try:
+            yield fh
+        except OSError as exc:
+            raise DataError(_unreadable(path, expected, exc)) from None
+
+
+def _unreadable(path: Path, expected: str, exc: OSError) -> str:
+    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (f"{path}: not a readable HDF5 file ({why}; {path.stat().st_size} bytes): truncated or damaged; "
+            f"expected {expected}. Delete it so that the step that writes it runs again")
 
 
 def subject_of(path: str | Path) -> str:
@@ -55,7 +90,7 @@ def _check_ndim(ds: h5py.Dataset, path: str | Path, ndim: int, shape_doc: str) -
 
 def n_voxels(path: str | Path) -> int:
     """``V``, the number of columns of a voxel file's matrices."""
-    with h5py.File(path, "r") as fh:
+    with open_h5(path, VOXELS) as fh:
         ds = _dataset(fh, path, "train/voxels")
         _check_ndim(ds, path, 3, "(N, 3, V)")
         return int(ds.shape[2])
@@ -69,7 +104,7 @@ def read_split(path: str | Path, split: str, columns: np.ndarray | None = None
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    with h5py.File(path, "r") as fh:
+    with open_h5(path, VOXELS) as fh:
         vox = _dataset(fh, path, f"{split}/voxels")
         _check_ndim(vox, path, 3, "(N, 3, V)")
         nsd_id = _dataset(fh, path, f"{split}/nsd_id")[()]
@@ -117,7 +152,7 @@ def region_of(path: str | Path) -> str:
 
 def embedding_shape(path: str | Path) -> tuple[int, int]:
     """``(T, D)`` of an embeddings file."""
-    with h5py.File(path, "r") as fh:
+    with open_h5(path, EMBEDDINGS) as fh:
         tokens = _dataset(fh, path, "tokens")
         _check_ndim(tokens, path, 3, "(N, T, D)")
         return int(tokens.shape[1]), int(tokens.shape[2])
@@ -129,7 +164,7 @@ def read_tokens(path: str | Path, nsd_ids: np.ndarray) -> np.ndarray:
     Rows are found by binary search in the sorted ``nsd_id``; a missing id is an error that names it.
     """
     nsd_ids = np.asarray(nsd_ids, dtype=np.int64)
-    with h5py.File(path, "r") as fh:
+    with open_h5(path, EMBEDDINGS) as fh:
         tokens = _dataset(fh, path, "tokens")
         _check_ndim(tokens, path, 3, "(N, T, D)")
         ids = _dataset(fh, path, "nsd_id")[()]

@@ -22,13 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from brainot import coco, shikra
+from brainot import coco, data, shikra
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 IGNORE = -100
@@ -61,7 +60,7 @@ def build_tokenizer(texts: list[str]):
 # ------------------------------------------------------------------------------------------------ data
 def read_tokens(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``tokens`` (N, T, D) as float32 and ``nsd_id`` (N,) from an embeddings file, checked."""
-    with h5py.File(path, "r") as fh:
+    with data.open_h5(path, data.EMBEDDINGS) as fh:
         for key in ("tokens", "nsd_id"):
             if key not in fh:
                 raise KeyError(f"{path}: no dataset {key!r}; expected 'tokens' (N, T, D) and 'nsd_id' (N,)")

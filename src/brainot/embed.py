@@ -17,11 +17,13 @@ weights, settings, images or ids is discarded, never mixed in.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,6 +31,10 @@ import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from brainot import data
+from brainot import fingerprint as fp
+from brainot.atomic import publish, set_aside
 
 STIMULI_KEY = "imgBrick"
 
@@ -41,7 +47,7 @@ def image_ids(voxel_files: list[str | Path]) -> np.ndarray:
     """Sorted unique 0-based nsd ids of the ``train`` and ``test`` images of the given voxel files."""
     ids = []
     for path in voxel_files:
-        with h5py.File(path, "r") as fh:
+        with data.open_h5(path, data.VOXELS) as fh:
             for key in ("train/nsd_id", "test/nsd_id"):
                 if key not in fh:
                     raise EmbedError(f"{path}: missing dataset {key!r}; expected a voxels file (DESIGN.md)")
@@ -105,14 +111,15 @@ def read_images(images: h5py.Dataset, ids: np.ndarray) -> np.ndarray:
     return images[ids]
 
 
-def open_stimuli(path: str | Path) -> h5py.File:
-    fh = h5py.File(path, "r")
-    ds = fh.get(STIMULI_KEY)
-    if not isinstance(ds, h5py.Dataset) or ds.ndim != 4 or ds.shape[-1] != 3 or ds.dtype != np.uint8:
-        found = "absent" if ds is None else f"{getattr(ds, 'shape', '?')} {getattr(ds, 'dtype', '?')}"
-        fh.close()
-        raise EmbedError(f"{path}: dataset {STIMULI_KEY!r} must be (N, H, W, 3) uint8; found {found}")
-    return fh
+@contextlib.contextmanager
+def open_stimuli(path: str | Path) -> Iterator[h5py.File]:
+    """The stimuli file, open for reading; a truncated or unreadable one is an error naming it."""
+    with data.open_h5(path, f"the NSD stimuli file holding {STIMULI_KEY} (N, H, W, 3) uint8") as fh:
+        ds = fh.get(STIMULI_KEY)
+        if not isinstance(ds, h5py.Dataset) or ds.ndim != 4 or ds.shape[-1] != 3 or ds.dtype != np.uint8:
+            found = "absent" if ds is None else f"{getattr(ds, 'shape', '?')} {getattr(ds, 'dtype', '?')}"
+            raise EmbedError(f"{path}: dataset {STIMULI_KEY!r} must be (N, H, W, 3) uint8; found {found}")
+        yield fh
 
 
 def provenance(model_ref: str, layer: int, drop_cls: bool, sha: str, stimuli: str | Path) -> dict:
@@ -122,18 +129,30 @@ def provenance(model_ref: str, layer: int, drop_cls: bool, sha: str, stimuli: st
             "stimuli": str(stimuli), "stimuli_stat": f"{stat.st_size}:{stat.st_mtime_ns}"}
 
 
-def _matches(part: Path, attrs: dict, ids: np.ndarray, shape: tuple) -> bool:
+def run_fingerprint(attrs: dict, ids: np.ndarray, shape: tuple, stimuli: str | Path, model_ref: str) -> dict:
+    """What a ``.part`` depends on (:mod:`brainot.fingerprint`): settings, weights hash, ids, the stimuli
+    file's identity and the model directory's files."""
+    settings = {k: attrs[k] for k in ("model", "layer", "drop_cls", "weights_sha256")}
+    settings.update(shape=list(shape), ids_sha256=hashlib.sha256(ids.astype(np.int64).tobytes()).hexdigest())
+    return fp.make(settings, inputs={"stimuli": stimuli}, models={"vision": model_ref})
+
+
+def _mismatch(part: Path, key: dict) -> str:
+    """Why ``part`` cannot be resumed by the run of fingerprint ``key`` ("" when it can). An unreadable
+    ``part`` is set aside."""
     try:
         with h5py.File(part, "r") as fh:
-            return ("done" in fh and "tokens" in fh and fh["tokens"].shape == shape
-                    and np.array_equal(fh["nsd_id"][:], ids)
-                    and all(_same(fh.attrs.get(k), v) for k, v in attrs.items()))
-    except (OSError, KeyError):
-        return False  # an unreadable leftover: start over
-
-
-def _same(stored, value) -> bool:
-    return stored is not None and (stored.item() if isinstance(stored, np.generic) else stored) == value
+            if "done" not in fh or "tokens" not in fh:
+                return "it has no done mask or no tokens"
+            stored = fh.attrs.get("fingerprint")
+    except (OSError, KeyError) as exc:  # an unreadable leftover (torn by a crash outside our control)
+        set_aside(part, f"not a readable partial embeddings file ({type(exc).__name__}: {exc})")
+        return "it was unreadable"
+    try:
+        stored = json.loads(stored) if stored is not None else None
+    except (TypeError, ValueError):
+        stored = None
+    return fp.changes(stored, key)
 
 
 def _create_part(part: Path, attrs: dict, ids: np.ndarray, shape: tuple) -> None:
@@ -174,9 +193,12 @@ def embed(stimuli: str | Path, ids: np.ndarray, out: str | Path, model_ref: str,
         attrs = provenance(model_ref, layer, drop_cls, weights_sha256(model, processor), stimuli)
         model.to(device)
         shape = (len(ids), T, D)
-        if part.exists() and not _matches(part, attrs, ids, shape):
-            print(f"{part}: made from other weights, settings, images or ids; starting over", file=sys.stderr)
-            part.unlink()
+        key = run_fingerprint(attrs, ids, shape, stimuli, model_ref)
+        attrs["fingerprint"] = json.dumps(key, sort_keys=True)
+        why = _mismatch(part, key) if part.exists() else ""
+        if why:
+            print(f"{part}: not resumed, starting over: {why}", file=sys.stderr)
+            part.unlink(missing_ok=True)
         if not part.exists():
             _create_part(part, attrs, ids, shape)
         with h5py.File(part, "r+") as fh:
@@ -206,7 +228,7 @@ def embed(stimuli: str | Path, ids: np.ndarray, out: str | Path, model_ref: str,
                     bar.update(rows.stop - rows.start)
             bar.close()
             del fh["done"]
-    os.replace(part, out)
+    publish(part, out)
     seconds = time.perf_counter() - start
     return {"images": len(ids), "resumed": resumed, "embedded": len(ids) - resumed, "T": T, "D": D,
             "device": device, "seconds": round(seconds, 2)}

@@ -35,10 +35,10 @@ import time
 import warnings
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
+from brainot import data
 from brainot.config import ConfigError
 from brainot.data import DataError
 from brainot.tables import write_numeric
@@ -62,7 +62,7 @@ class VizError(ValueError):
 
 def read_prediction(path: str | Path) -> tuple[str, np.ndarray, np.ndarray]:
     """A predictions file (``brainot.predict``): region set (attribute ``region``), tokens (N, T, D), nsd_id (N,)."""
-    with h5py.File(path, "r") as fh:
+    with data.open_h5(path, data.PREDICTIONS) as fh:
         for key in ("tokens", "nsd_id"):
             if key not in fh:
                 raise DataError(f"{path}: missing dataset {key!r}; expected a brainot.predict output")

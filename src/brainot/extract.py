@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +30,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from brainot import atomic
 from brainot import design as nsd_design
+from brainot.atomic import set_aside
 from brainot import layout
 
 BETA_SCALE = 300.0
@@ -197,13 +198,18 @@ def _open_partial(path: Path, fingerprint: str) -> h5py.File | None:
     """The partial file of an interrupted run with the same inputs, or None (a stale one is removed)."""
     if not path.exists():
         return None
+    f = None
     try:
         f = h5py.File(path, "a")
-    except OSError:
-        path.unlink()
+        stored = f.attrs.get("fingerprint")
+    except OSError as exc:
+        if f is not None:
+            f.close()  # torn by a crash of the machine, or not ours: keep it for inspection, start over
+        set_aside(path, f"not a readable partial voxels file ({exc})")
         return None
-    if f.attrs.get("fingerprint") != fingerprint:
+    if stored != fingerprint:
         f.close()
+        print(f"{path}: made from other settings or input files; starting over", file=sys.stderr)
         path.unlink()
         return None
     return f
@@ -244,9 +250,8 @@ def _session_stats(raw: np.ndarray, z: np.ndarray, valid: np.ndarray) -> dict:
 
 
 def _atomic_tsv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, sep="\t", index=False)
-    os.replace(tmp, path)
+    with atomic.atomic_open(path, "w", newline="") as fh:
+        frame.to_csv(fh, sep="\t", index=False)
 
 
 def extract(nsd: dict, subject: int, out: str | Path, validity_out: str | Path, progress: bool = True) -> dict:
@@ -318,7 +323,7 @@ def extract(nsd: dict, subject: int, out: str | Path, validity_out: str | Path, 
 
     table = pd.DataFrame([done[str(s)] for s in sessions])
     _atomic_tsv(table, validity_out)
-    os.replace(partial, out)
+    atomic.publish(partial, out)
     elapsed = time.perf_counter() - started
     for row in table.itertuples():
         print(f"session {row.session:02d}: {row.invalid}/{row.nsdgeneral} nsdgeneral voxels invalid "

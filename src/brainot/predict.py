@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from brainot import atomic
 from brainot.data import DataError, average_repeats, n_voxels, read_region, read_split, region_of, subject_of
 from brainot.encoder import BrainX, build_encoder
 from brainot.train import CONFIG, autocast, pick_device
@@ -66,14 +66,10 @@ def check_compatible(cfg: dict, subject: str, region_path: str | Path, n_columns
 
 
 def write_predictions(path: str | Path, tokens: np.ndarray, nsd_id: np.ndarray, attrs: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as fh:
+    with atomic.atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
         fh.create_dataset("tokens", data=tokens.astype(np.float32))
         fh.create_dataset("nsd_id", data=nsd_id.astype(np.int64))
         fh.attrs.update(attrs)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from brainot import data
 from brainot.coco import captions_by_nsd_id
 
 
@@ -26,7 +26,7 @@ class ReferencesError(ValueError):
 
 def test_nsd_ids(voxels: str | Path) -> np.ndarray:
     """The voxels file's ``test/nsd_id`` (N,) int64, checked to be strictly ascending."""
-    with h5py.File(voxels, "r") as fh:
+    with data.open_h5(voxels, data.VOXELS) as fh:
         if "test/nsd_id" not in fh:
             raise ReferencesError(f"{voxels}: no dataset 'test/nsd_id'; expected a voxels file of rule extract")
         ids = fh["test/nsd_id"][()].astype(np.int64)

@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
+from brainot import atomic
 from brainot import config as bcfg
-from brainot import layout
+from brainot import data, layout
 from brainot.extract import read_label_volume
 
 OTHER = "other"
@@ -162,34 +161,25 @@ def region_columns(labels: pd.DataFrame, regions: dict[str, list[str]], terms: d
     return out
 
 
-def _replace(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    _replace(tmp, path)
+    with atomic.atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, array)
 
 
 def _save_frame(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".parquet":
-        frame.to_parquet(tmp, index=False)
-    else:
-        frame.to_csv(tmp, index=False)
-    _replace(tmp, path)
+    with atomic.atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
 
 
 def read_voxel_xyz(path: str | Path) -> np.ndarray:
     """(V, 3) int ``voxel_xyz`` of a voxel file (DESIGN.md contract)."""
-    try:
-        with h5py.File(path, "r") as f:
-            if "voxel_xyz" not in f:
-                raise RoiError(f"{path}: dataset 'voxel_xyz' missing (expected the extract stage's voxel file)")
-            xyz = f["voxel_xyz"][()]
-    except OSError as exc:
-        raise RoiError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with data.open_h5(path, data.VOXELS) as f:
+        if "voxel_xyz" not in f:
+            raise RoiError(f"{path}: dataset 'voxel_xyz' missing (expected the extract stage's voxel file)")
+        xyz = f["voxel_xyz"][()]
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise RoiError(f"{path}: voxel_xyz has shape {xyz.shape}, expected (V, 3)")
     return xyz.astype(np.int64)

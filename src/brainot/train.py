@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +33,10 @@ import torch
 from tqdm import tqdm
 
 import brainot
+from brainot import atomic
 from brainot import config as bcfg
+from brainot import fingerprint as fp
+from brainot.atomic import set_aside
 from brainot.data import SubjectData, embedding_shape, load_subject, region_of, subject_of
 from brainot.encoder import BrainX, build_encoder, count_parameters, model_spec
 from brainot.retrieval import top1
@@ -147,24 +152,12 @@ class DeviceData:
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
-def atomic_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a kill leaves either the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def rng_states() -> dict:
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG state as tensors and plain types (``torch.load(weights_only=True)`` reads nothing else)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -172,27 +165,55 @@ def rng_states() -> dict:
 
 def set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
+    n = states["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def input_stamp(paths: list[str]) -> list[list]:
-    """(path, size, mtime) of every input: a checkpoint only resumes on the very files it was trained on."""
-    return [[str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
+def run_fingerprint(args, cfg: dict) -> dict:
+    """What a checkpoint depends on: the run's config and the identity of every input file."""
+    inputs = {"embeddings": args.embeddings}
+    for v, r in zip(args.voxels, args.regions):
+        inputs[f"voxels {subject_of(v)}"], inputs[f"regions {subject_of(v)}"] = v, r
+    return fp.make(cfg, inputs)
+
+
+CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "rng", "epoch", "fingerprint"}
 
 
 def load_checkpoint(path: Path, fingerprint: dict):
-    """The checkpoint if it belongs to this run (same config and input files), else None (with a message)."""
+    """The checkpoint if it belongs to this run (same config and input files), else None (with a message).
+
+    Read with ``weights_only=True``: a crafted pickle is refused, never executed. A file that cannot be read
+    (truncated, empty, crafted, not ours) is set aside as ``<name>.damaged`` and the run starts afresh.
+    """
     if not path.exists():
         return None
-    # Our own file, holding numpy and python RNG states that weights_only cannot represent.
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= ckpt.keys():
+            raise ValueError(f"expected a dict with keys {sorted(CHECKPOINT_KEYS)}")
+    except pickle.UnpicklingError as exc:
+        why = ("it holds objects other than tensors and plain types, refused unexecuted by weights_only=True"
+               if "weights only" in str(exc).lower() else f"UnpicklingError: {first_line(exc)}")
+        set_aside(path, f"not a readable checkpoint ({why})")
+        return None
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the remedy is the same
+        set_aside(path, f"not a readable checkpoint ({type(exc).__name__}: {first_line(exc)})")
+        return None
     if ckpt.get("fingerprint") != fingerprint:
-        print(f"{path}: written for another configuration or other input files; starting afresh", file=sys.stderr)
+        print(f"{path}: not resumed, starting afresh: {fp.changes(ckpt.get('fingerprint'), fingerprint)}",
+              file=sys.stderr)
         return None
     return ckpt
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without terminal escape codes, at most 200 characters."""
+    return (re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines() or [""])[0][:200]
 
 
 def truncate_log(path: Path, epochs_done: int) -> None:
@@ -207,7 +228,7 @@ def truncate_log(path: Path, epochs_done: int) -> None:
             continue
         if record.get("epoch", epochs_done) < epochs_done:
             kept_lines.append(line)
-    atomic_write_text("".join(line + "\n" for line in kept_lines), path)
+    atomic.write_text(path, "".join(line + "\n" for line in kept_lines))
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -302,30 +323,40 @@ def train(args) -> dict:
     spec = model_spec(args.encoder, {s.subject: s.n_voxels for s in subjects}, n_tokens, dim)
     sched = schedule([s.train_voxels.shape[0] for s in subjects], train_cfg["batch_size"])
     cfg = run_config(args, subjects, spec, sched)
-    atomic_write_text(json.dumps(cfg, indent=2) + "\n", out_dir / CONFIG)
+    atomic.write_json(out_dir / CONFIG, cfg)
     t_load = time.perf_counter() - t0
 
-    seed_everything(args.seed)
-    model = build_encoder(spec).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, train_cfg["weight_decay"]), lr=train_cfg["lr"])
     epochs = train_cfg["epochs"]
-    scheduler = make_scheduler(optimizer, train_cfg["lr"], epochs, sched.steps)
+
+    def fresh():
+        seed_everything(args.seed)
+        model = build_encoder(spec).to(device)
+        optimizer = torch.optim.AdamW(param_groups(model, train_cfg["weight_decay"]), lr=train_cfg["lr"])
+        return model, optimizer, make_scheduler(optimizer, train_cfg["lr"], epochs, sched.steps)
+
+    model, optimizer, scheduler = fresh()
     params = count_parameters(model)
     print(f"{spec['kind']} for {', '.join(cfg['subjects'])} on region {cfg['region']!r} "
           f"(voxels {spec['n_voxels']}), objective {args.objective}, seed {args.seed}: "
           f"{params['total']:,} parameters ({params['input']:,} subject-specific), "
           f"{sched.steps} steps/epoch of {sched.per_step} x {sched.batch}, device {device}", file=sys.stderr)
 
-    fingerprint = {"config": cfg, "inputs": input_stamp([*args.voxels, *args.regions, args.embeddings])}
+    fingerprint = run_fingerprint(args, cfg)
     start = 0
     ckpt = load_checkpoint(out_dir / CHECKPOINT, fingerprint)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_states(ckpt["rng"])
-        start = ckpt["epoch"]
-        print(f"resuming after epoch {start} of {epochs} from {out_dir / CHECKPOINT}", file=sys.stderr)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            set_rng_states(ckpt["rng"])
+            start = int(ckpt["epoch"])
+        except Exception as exc:  # noqa: BLE001 - readable but not a state of this model: same remedy
+            set_aside(out_dir / CHECKPOINT, f"does not fit this model ({type(exc).__name__}: {first_line(exc)})")
+            model, optimizer, scheduler = fresh()
+            start = 0
+        else:
+            print(f"resuming after epoch {start} of {epochs} from {out_dir / CHECKPOINT}", file=sys.stderr)
     truncate_log(out_dir / LOG, start)
 
     data = [DeviceData.from_subject(s, device) for s in subjects]
@@ -354,7 +385,7 @@ def train(args) -> dict:
         # Log first: a kill between the two leaves a record of an epoch that the resumed run drops and redoes.
         with open(out_dir / LOG, "a") as fh:
             fh.write(json.dumps(record) + "\n")
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        atomic.torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "rng": rng_states(), "epoch": epoch + 1,
                      "fingerprint": fingerprint}, out_dir / CHECKPOINT)
         done = epoch + 1
@@ -364,7 +395,7 @@ def train(args) -> dict:
             os._exit(75)  # test hook: die abruptly, as a killed job would, right after a checkpoint
     bar.close()
 
-    atomic_save(model.state_dict(), out_dir / MODEL)
+    atomic.torch_save(model.state_dict(), out_dir / MODEL)
     (out_dir / CHECKPOINT).unlink(missing_ok=True)  # 3x the model's size; the run is complete
     return {"epochs": epochs, "resumed_after": start, "steps": (epochs - start) * sched.steps,
             "load_s": t_load, "train_s": time.perf_counter() - t_train, "parameters": params["total"],

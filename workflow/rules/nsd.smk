@@ -21,7 +21,8 @@ rule simulate:
 
 rule fetch_shared:
     """Design, stimulus table, stimuli and COCO captions (from nsd.captions_source): needed by every subject.
-    Verified and resumable; a rerun relinks what was fetched before (docs/fetch.md)."""
+    Verified against the source's checksums, and a rerun re-hashes what it keeps (--verify full); resumable;
+    a rerun relinks what was fetched before (docs/fetch.md)."""
     input:
         source_input,
     output:
@@ -37,7 +38,7 @@ rule fetch_shared:
     conda:
         ENV
     shell:
-        "python -m brainot.fetch --nsd {params.nsd:q} --group shared > {log:q} 2>&1"
+        "python -m brainot.fetch --nsd {params.nsd:q} --group shared --verify full > {log:q} 2>&1"
 
 
 rule fetch_subject:
@@ -57,7 +58,8 @@ rule fetch_subject:
     conda:
         ENV
     shell:
-        "python -m brainot.fetch --nsd {params.nsd:q} --families {params.families:q} --group {wildcards.subject:q} > {log:q} 2>&1"
+        "python -m brainot.fetch --nsd {params.nsd:q} --families {params.families:q} --group {wildcards.subject:q} "
+        "--verify full > {log:q} 2>&1"
 
 
 rule fetch:

@@ -42,7 +42,9 @@ def parser() -> argparse.ArgumentParser:
                    help="list what would be fetched and the total size; write nothing")
     p.add_argument("--verify", choices=("size", "full"), default="size",
                    help="check of files fetched before: 'size' (against the manifest; fast) or 'full' "
-                        "(also recompute each file's MD5) (default: %(default)s)")
+                        "(also recompute each file's MD5, and check a file recorded as verified by size only "
+                        "against the source's checksums). Downloads are always checked against every checksum "
+                        "the source publishes (default: %(default)s)")
     p.add_argument("--retries", type=int, default=5,
                    help="failed attempts in a row (no bytes received) before giving up on a key (default: %(default)s)")
     p.add_argument("--backoff", type=float, default=1.0,

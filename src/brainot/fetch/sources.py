@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checksum import MULTIPART_ETAG, Check, part_size_candidates
+
 CHUNK = 1 << 18  # a broken connection loses at most the chunk being read
 TIMEOUT_S = 60
 # S3 error codes that mean "try again later" rather than "this will never work".
@@ -62,7 +64,7 @@ class ObjectInfo:
 
     ``etag`` is the S3/HTTP ETag without quotes, or ``mtime:<ns>`` for a local file: a changed token means a
     changed object. A single-part S3 upload's ETag is the MD5 of its bytes; a multipart one looks like
-    ``<hex>-<parts>`` and is not, so such objects can only be verified by size.
+    ``<hex>-<parts>`` (see :mod:`.checksum` and :meth:`Source.checks` for how both are verified).
     """
 
     size: int
@@ -88,10 +90,15 @@ class Source:
         """Size and version of every key that exists; absent keys are left out (the caller names them)."""
         raise NotImplementedError
 
-    def read(self, key: str, offset: int) -> tuple[int, Iterator[bytes]]:
-        """``(start, chunks)``: the bytes of ``key`` from ``start`` on. ``start`` is ``offset`` when the
-        source honoured the range and 0 when it sent the whole object instead."""
+    def read(self, key: str, offset: int, end: int | None = None) -> tuple[int, Iterator[bytes]]:
+        """``(start, chunks)``: the bytes of ``key`` from ``start`` on (up to byte ``end``, exclusive, when
+        given). ``start`` is ``offset`` when the source honoured the range and 0 when it sent the whole object
+        instead."""
         raise NotImplementedError
+
+    def checks(self, key: str, info: ObjectInfo) -> list[Check]:
+        """The checksums the source publishes for ``key`` (empty: none; only the size can be verified)."""
+        return [Check("md5", "MD5 (= ETag)", "md5", info.md5)] if info.md5 else []
 
 
 def _unquote(etag: str | None) -> str | None:
@@ -194,12 +201,60 @@ class S3Source(Source):
                     infos[key] = info
         return infos
 
-    def read(self, key: str, offset: int) -> tuple[int, Iterator[bytes]]:
+    def checks(self, key: str, info: ObjectInfo) -> list[Check]:
+        """The ETag (single-part: MD5; multipart: MD5 of the part MD5s) and any additional checksums S3 holds
+        for the object (one HEAD, two for a multipart object: its first part's size is the part size)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found = super().checks(key, info)
+        multipart = MULTIPART_ETAG.fullmatch(info.etag or "")
+        part_size = None
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._object(key), ChecksumMode="ENABLED")
+        except ClientError as exc:
+            raise self._error(exc, key) from exc
+        except BotoCoreError as exc:
+            raise self._error(exc, key) from exc
+        if multipart:
+            try:
+                first = self.client.head_object(Bucket=self.bucket, Key=self._object(key), PartNumber=1)
+                part_size = int(first["ContentLength"])
+            except (ClientError, BotoCoreError, KeyError, ValueError):
+                part_size = None  # a server without part HEADs: the common part sizes are tried instead
+        if _unquote(head.get("ETag")) != info.etag:
+            raise TransientError(f"{self.url_of(key)}: the object changed while it was being fetched "
+                                 f"(ETag {info.etag} -> {_unquote(head.get('ETag'))})")
+        sizes = part_size_candidates(info.size, int(multipart.group(2)), part_size) if multipart else ()
+        if multipart and sizes:
+            found.append(Check("etag", "multipart ETag", "md5", info.etag, sizes))
+        kind = head.get("ChecksumType")  # COMPOSITE or FULL_OBJECT where S3 says; older objects: absent
+        for field, algorithm in (("ChecksumSHA256", "sha256"), ("ChecksumSHA1", "sha1"), ("ChecksumCRC32", "crc32")):
+            value = head.get(field)
+            if not value:
+                continue
+            suffixed = re.fullmatch(r"(.+)-(\d+)", value)
+            # SHA checksums of a multipart object are always composite (checksum of the part checksums); a CRC
+            # of one may be either, and without ChecksumType there is no telling: the ETag check covers it.
+            if suffixed or kind == "COMPOSITE" or (multipart and algorithm != "crc32" and kind != "FULL_OBJECT"):
+                if not sizes:
+                    continue  # a composite checksum of unknown part size cannot be recomputed
+                parts = suffixed.group(2) if suffixed else multipart.group(2) if multipart else None
+                if parts is None:
+                    continue
+                base = suffixed.group(1) if suffixed else value
+                found.append(Check(algorithm, f"S3 {field}", algorithm, f"{base}-{parts}", sizes))
+            elif multipart and kind is None:
+                continue
+            else:
+                found.append(Check(algorithm, f"S3 {field}", algorithm, value))
+        return found
+
+    def read(self, key: str, offset: int, end: int | None = None) -> tuple[int, Iterator[bytes]]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         kwargs = {"Bucket": self.bucket, "Key": self._object(key)}
-        if offset:
-            kwargs["Range"] = f"bytes={offset}-"
+        if offset or end is not None:
+            kwargs["Range"] = f"bytes={offset}-{'' if end is None else end - 1}"
         try:
             response = self.client.get_object(**kwargs)
         except ClientError as exc:
@@ -241,17 +296,32 @@ class FileSource(Source):
                 infos[key] = ObjectInfo(st.st_size, f"mtime:{st.st_mtime_ns}")
         return infos
 
-    def read(self, key: str, offset: int) -> tuple[int, Iterator[bytes]]:
+    def read(self, key: str, offset: int, end: int | None = None) -> tuple[int, Iterator[bytes]]:
         path = self.root / key
         if not path.is_file():
             raise MissingKeyError([(self, key)])
-        return offset, self._chunks(path, offset)
+        return offset, self._chunks(path, offset, end)
+
+    def checks(self, key: str, info: ObjectInfo) -> list[Check]:
+        """The MD5 of the source file's own bytes (read once more: a local source has no stored checksum)."""
+        from .store import md5_file
+
+        path = self.root / key
+        if not path.is_file():
+            raise MissingKeyError([(self, key)])
+        if path.stat().st_size != info.size:
+            raise FetchError(f"{self.url_of(key)}: the source file changed while it was being fetched "
+                             f"({info.size} -> {path.stat().st_size} bytes)")
+        return [Check("source-md5", "MD5 of the source file", "md5", md5_file(path))]
 
     @staticmethod
-    def _chunks(path: Path, offset: int) -> Iterator[bytes]:
+    def _chunks(path: Path, offset: int, end: int | None) -> Iterator[bytes]:
         with open(path, "rb") as fh:
             fh.seek(offset)
-            while chunk := fh.read(CHUNK):
+            left = None if end is None else max(0, end - offset)
+            while (left is None or left > 0) and (chunk := fh.read(CHUNK if left is None else min(CHUNK, left))):
+                if left is not None:
+                    left -= len(chunk)
                 yield chunk
 
 
@@ -290,8 +360,10 @@ class HttpSource(Source):
                 continue
         return infos
 
-    def read(self, key: str, offset: int) -> tuple[int, Iterator[bytes]]:
-        response = self._open(key, headers={"Range": f"bytes={offset}-"} if offset else {})
+    def read(self, key: str, offset: int, end: int | None = None) -> tuple[int, Iterator[bytes]]:
+        ranged = offset or end is not None
+        response = self._open(key, headers={"Range": f"bytes={offset}-{'' if end is None else end - 1}"}
+                              if ranged else {})
         start = offset if offset and response.status == 206 else 0
         return start, self._chunks(response, key)
 

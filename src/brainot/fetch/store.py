@@ -24,6 +24,7 @@ import os
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
+from ..atomic import atomic_open, publish
 from .sources import CHUNK
 
 MANIFEST_COLUMNS = ("key", "size", "md5", "source", "etag", "verified")
@@ -96,13 +97,10 @@ def append_record(path: Path, record: Record) -> None:
 
 def write_manifest(path: Path, records: list[Record]) -> None:
     """The group's manifest, written under a temporary name and renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
+    with atomic_open(path, "w") as fh:
         fh.write("\t".join(MANIFEST_COLUMNS) + "\n")
         for record in records:
             fh.write(_row(record))
-    os.replace(tmp, path)
 
 
 class Store:
@@ -165,7 +163,7 @@ class Store:
     def install(self, key: str) -> None:
         """Rename the verified ``.part`` over the kept copy, then link it to the destination atomically."""
         kept = self.kept(key)
-        os.replace(self.part(key), kept)
+        publish(self.part(key), kept)  # fsynced: the journal records it as verified right after
         self.part_meta(key).unlink(missing_ok=True)
         self._link(kept, self.dest(key), move_if_unsupported=True)
 

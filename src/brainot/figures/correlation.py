@@ -53,7 +53,7 @@ class Correlation:
 
 def read_prediction_ids(path: str | Path) -> np.ndarray:
     """``nsd_id`` (N,) of a predictions file, checked against its ``tokens`` (N, T, D)."""
-    with h5py.File(path, "r") as fh:
+    with data.open_h5(path, data.PREDICTIONS) as fh:
         for key in ("tokens", "nsd_id"):
             if key not in fh or not isinstance(fh[key], h5py.Dataset):
                 raise data.DataError(f"{path}: missing dataset {key!r}; expected a predictions file of rule predict")
@@ -67,7 +67,7 @@ def read_prediction_ids(path: str | Path) -> np.ndarray:
 
 
 def _prediction_rows(path: str | Path, start: int, stop: int) -> np.ndarray:
-    with h5py.File(path, "r") as fh:
+    with data.open_h5(path, data.PREDICTIONS) as fh:
         return fh["tokens"][start:stop].astype(np.float64)
 
 
@@ -109,7 +109,7 @@ def correlation(predictions: str | Path, embeddings: str | Path, objective: str,
     k = min(n_images, len(ids))
     if k < 2:
         raise data.DataError(f"{predictions}: {len(ids)} test image(s); a correlation matrix needs at least 2")
-    with h5py.File(predictions, "r") as fh:
+    with data.open_h5(predictions, data.PREDICTIONS) as fh:
         pred_shape = fh["tokens"].shape[1:]
     img_shape = data.embedding_shape(embeddings)
     if tuple(pred_shape) != tuple(img_shape):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,19 +18,11 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
+from brainot.atomic import atomic_path
 
-@contextmanager
-def atomic(path: str | Path):
-    """Yield a temporary path next to ``path``; on success rename it to ``path``, on error remove it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+# The package's one atomic writer (temporary in the same directory, fsync, rename).
+atomic = atomic_path
 
 
 def write_text(path: str | Path, text: str) -> None:
