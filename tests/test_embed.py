@@ -21,7 +21,7 @@ PATCH = 8  # 32 px simulated images -> 16 patch tokens
 
 
 def write_voxel_ids(path: Path, train: list[int], test: list[int]) -> Path:
-    """The part of a voxels file (DESIGN.md) the cache reads: train/nsd_id and test/nsd_id."""
+    """The part of a voxels file (docs/contracts.md) the cache reads: train/nsd_id and test/nsd_id."""
     with h5py.File(path, "w") as fh:
         fh["train/nsd_id"] = np.asarray(train, dtype=np.int64)
         fh["test/nsd_id"] = np.asarray(test, dtype=np.int64)

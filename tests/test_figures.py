@@ -1,4 +1,4 @@
-"""The paper's figures on small inputs built here in the DESIGN.md contracts: Fig. 1's matrix against a direct
+"""The paper's figures on small inputs built here in the docs/contracts.md formats: Fig. 1's matrix against a direct
 per-pair Pearson computation, Fig. 3's panels and counts against brainot.rois on the simulated NSD, Fig. 5's lines
 from a lambda table written by brainot.tables, Fig. 7's captions in order, and the figures' config check."""
 

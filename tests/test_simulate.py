@@ -1,4 +1,4 @@
-"""The simulated NSD, read back the way a reader who knows only ``shared/NSD.md`` would read the real one.
+"""The simulated NSD, read back the way a reader who knows only ``docs/nsd.md`` would read the real one.
 
 Most tests use the session-scoped ``simulated_nsd`` (tiny sizes from conftest.TINY, subjects 1, 2, 5, 7).
 """
@@ -26,7 +26,7 @@ from brainot.simulate import simulate
 from brainot.simulator import brain as br
 from brainot.simulator import writer
 
-# The label names of NSD.md, in ctab order.
+# The label names of docs/nsd.md, in ctab order.
 NSD_LABELS = {
     "prf-visualrois": ["V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"],
     "floc-bodies": ["EBA", "FBA-1", "FBA-2", "mTL-bodies"],

@@ -1,6 +1,6 @@
 """Reading the training inputs: voxel matrices, region column indices and image-token embeddings.
 
-Contracts (``DESIGN.md``):
+Contracts (``docs/contracts.md``):
 
 - ``results/voxels/{subject}.h5``: ``{split}/voxels`` (N, 3, V) float32 (one row per repeat; rows past
   ``n_reps`` are fill), ``{split}/nsd_id`` (N,) int64, ``{split}/n_reps`` (N,), for split ``train`` and ``test``;

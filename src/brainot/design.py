@@ -1,6 +1,6 @@
 """NSD's experiment design: which image each trial showed, and the UMBRAE/MindEye train/test split.
 
-Facts from ``shared/NSD.md``. ``nsd_expdesign.mat`` holds 1-based indices:
+Facts from ``docs/nsd.md``. ``nsd_expdesign.mat`` holds 1-based indices:
 
 - global trial ``t`` (0-based) of session ``s`` (1-based) is ``(s - 1) * T + i``, ``i`` the trial within the
   session and ``T`` the trials per session (750 on NSD; the simulated mini-NSD uses fewer);

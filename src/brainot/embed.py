@@ -4,7 +4,7 @@ The image target of the paper is a hidden layer of a frozen CLIP vision tower (V
 patch tokens without the class token: 256 x 1024 at 224 px). Each image is embedded once for all subjects:
 the images are the union of ``train/nsd_id`` and ``test/nsd_id`` of the given voxel files.
 
-Output (``DESIGN.md``): ``tokens`` (N, T, D) float16 and ``nsd_id`` (N,) int64 ascending; attributes ``model``,
+Output (``docs/contracts.md``): ``tokens`` (N, T, D) float16 and ``nsd_id`` (N,) int64 ascending; attributes ``model``,
 ``layer``, ``drop_cls``, plus what the cache was made from (``weights_sha256`` of the vision weights and the
 image processor settings, ``stimuli`` and its size and mtime).
 
@@ -50,7 +50,7 @@ def image_ids(voxel_files: list[str | Path]) -> np.ndarray:
         with data.open_h5(path, data.VOXELS) as fh:
             for key in ("train/nsd_id", "test/nsd_id"):
                 if key not in fh:
-                    raise EmbedError(f"{path}: missing dataset {key!r}; expected a voxels file (DESIGN.md)")
+                    raise EmbedError(f"{path}: missing dataset {key!r}; expected a voxels file (docs/contracts.md)")
                 ids.append(np.asarray(fh[key][:], dtype=np.int64))
     return np.unique(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.int64)
 

@@ -4,7 +4,7 @@ Per session, one at a time (memory stays at one session whatever the number of s
 read ``/betas`` (int16, percent signal change x 300, h5py order (T, Z, Y, X)), keep the ``nsdgeneral == 1``
 voxels in NIfTI C order over (x, y, z) (MindEye/UMBRAE's column order), divide by 300, apply the
 valid-voxel policy, z-score every voxel over the session's trials, and write each trial into the row and
-repeat slot of its image (:func:`brainot.design.split`). The file's contract is in ``shared/DESIGN.md``.
+repeat slot of its image (:func:`brainot.design.split`). The file's contract is in ``docs/contracts.md``.
 
 Valid-voxel policies (``nsd.valid_policy``), from ``valid_sessionNN.nii.gz``:
 ``keep`` leaves the betas as they are (NSD's invalid voxels are 0, so 0 after the guarded z-score);
@@ -255,7 +255,7 @@ def _atomic_tsv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def extract(nsd: dict, subject: int, out: str | Path, validity_out: str | Path, progress: bool = True) -> dict:
-    """Write ``out`` (the voxel matrix, DESIGN.md contract) and the validity TSV. Returns a summary dict."""
+    """Write ``out`` (the voxel matrix, contract in docs/contracts.md) and the validity TSV. Returns a summary dict."""
     started = time.perf_counter()
     out, validity_out = Path(out), Path(validity_out)
     policy = nsd["valid_policy"]

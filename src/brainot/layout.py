@@ -1,6 +1,6 @@
 """The NSD bucket's key layout: one place that names every file the pipeline reads.
 
-Facts from ``shared/NSD.md``. The simulator writes these keys, the fetcher downloads them and the
+Facts from ``docs/nsd.md``. The simulator writes these keys, the fetcher downloads them and the
 extractor reads them, so the three can never disagree about a path.
 """
 

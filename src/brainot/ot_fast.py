@@ -43,7 +43,7 @@ Backends (``backend=``)
 - ``compile``: one plain iteration through ``torch.compile`` (``COMPILE_MODE``: ``reduce-overhead``, i.e.
   inductor's fused kernels replayed from a CUDA graph, on CUDA), called ``check_every`` times per block. One
   iteration, not a block: inductor unrolls the loop, and a block of 10 unrolled iterations takes minutes to compile
-  (DESIGN.md: 144 s on the GPU machine for an earlier form of the iteration; on a CPU, cold, 66 s against 21 s
+  (144 s on an H200 for an earlier form of the iteration, in an earlier measurement; on a CPU, cold, 66 s against 21 s
   for one iteration); the price is one graph replay per iteration instead of one per block.
 - ``torch``: the multisection iterations in plain PyTorch, any device and dtype: the statement of what the
   Triton kernel computes, which the CPU tests pin against :func:`brainot.ot.sinkhorn_partial`.

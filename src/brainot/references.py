@@ -1,6 +1,6 @@
 """BrainHub-format ground truth: ``{"0": [captions...], ...}`` keyed by test position.
 
-Test position i is the i-th entry of the voxels file's ``test/nsd_id`` (ascending nsdId, DESIGN.md); its
+Test position i is the i-th entry of the voxels file's ``test/nsd_id`` (ascending nsdId, docs/contracts.md); its
 captions are the COCO captions of that image (:func:`brainot.coco.captions_by_nsd_id`: the stimulus table's
 ``cocoId``/``cocoSplit`` joined with COCO's ``captions_{split}.json``). On real NSD with sessions 1-37 this is
 BrainHub's ``fmri_cococap.json`` (982 images, 4913 captions).
@@ -33,7 +33,7 @@ def test_nsd_ids(voxels: str | Path) -> np.ndarray:
     if ids.ndim != 1 or len(ids) == 0:
         raise ReferencesError(f"{voxels}: test/nsd_id must be a non-empty 1-D array; found shape {ids.shape}")
     if not (np.diff(ids) > 0).all():
-        raise ReferencesError(f"{voxels}: test/nsd_id is not strictly ascending (the test order of DESIGN.md)")
+        raise ReferencesError(f"{voxels}: test/nsd_id is not strictly ascending (the test order of docs/contracts.md)")
     return ids
 
 

@@ -175,7 +175,7 @@ def _save_frame(frame: pd.DataFrame, path: Path) -> None:
 
 
 def read_voxel_xyz(path: str | Path) -> np.ndarray:
-    """(V, 3) int ``voxel_xyz`` of a voxel file (DESIGN.md contract)."""
+    """(V, 3) int ``voxel_xyz`` of a voxel file (contract in docs/contracts.md)."""
     with data.open_h5(path, data.VOXELS) as f:
         if "voxel_xyz" not in f:
             raise RoiError(f"{path}: dataset 'voxel_xyz' missing (expected the extract stage's voxel file)")

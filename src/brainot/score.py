@@ -113,7 +113,7 @@ def nsd_test_images(voxels: str | Path, stimuli: str | Path, keys: list[str],
         raise ScoreError(f"{voxels}: test/nsd_id has {len(nsd_ids)} images, so the caption keys must be "
                          f"'0'..'{len(nsd_ids) - 1}'; got {len(keys)} keys from {keys[0]!r} to {keys[-1]!r}")
     if len(nsd_ids) > 1 and not (np.diff(nsd_ids) > 0).all():
-        raise ScoreError(f"{voxels}: test/nsd_id is not strictly ascending (the test order of DESIGN.md)")
+        raise ScoreError(f"{voxels}: test/nsd_id is not strictly ascending (the test order of docs/contracts.md)")
     try:
         with open_stimuli(stimuli) as fh:
             rows = len(fh[STIMULI_KEY])

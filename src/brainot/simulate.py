@@ -2,7 +2,7 @@
 
 ``simulate(out_dir, synthetic, nsd)`` writes, under ``out_dir``, every key of :mod:`brainot.layout` for the
 subjects in ``nsd.subjects`` (all sessions the design implies), plus COCO-format captions at
-``layout.CAPTIONS_DIR/captions_{train2017,val2017}.json``, with NSD's conventions (``shared/NSD.md``):
+``layout.CAPTIONS_DIR/captions_{train2017,val2017}.json``, with NSD's conventions (``docs/nsd.md``):
 1-based ``nsd_expdesign.mat``; a stimulus table whose row i has nsdId i; ``imgBrick`` (N, H, W, 3) uint8;
 betas ``/betas`` int16 (trials, Z, Y, X) = round(300 * percent signal change), non-brain voxels 0;
 ROI volumes (X, Y, Z) with -1 outside cortex, 0 unlabeled cortex, 1..N labels, named by ``.mgz.ctab`` files;

@@ -71,7 +71,7 @@ rule fetch:
 
 
 rule extract:
-    """Per-session z-scored nsdgeneral betas, grouped by image with up to 3 repeats (DESIGN.md contract)."""
+    """Per-session z-scored nsdgeneral betas, grouped by image with up to 3 repeats (docs/contracts.md)."""
     input:
         design=nsd_path(layout.EXPDESIGN),
         stim_info=nsd_path(layout.STIM_INFO),

@@ -8,7 +8,7 @@ voxel the model sees, with its NIfTI (x, y, z) and the area of each family), so 
 are the voxels a region set of that family trains on (``results/rois/{subject}.families.csv``).
 
 NSD has no anatomical image in the key set the workflow fetches, so the background is made from the subject's
-nsdgeneral label volume, which shares the grid and affine of the ROI volumes (NSD.md): cortex (label >= 0) in
+nsdgeneral label volume, which shares the grid and affine of the ROI volumes (docs/nsd.md): cortex (label >= 0) in
 dark grey and the nsdgeneral region (label 1) in light grey.
 """
 

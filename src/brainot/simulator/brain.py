@@ -14,7 +14,7 @@ import numpy as np
 
 from . import scenes as sc
 
-# NSD facts (shared/NSD.md for subjects 1, 2, 5, 7; subjects 3, 4, 6, 8 from the NSD data manual / MindEye)
+# NSD facts (docs/nsd.md; from the NSD data manual, subjects 3, 4, 6, 8 also via MindEye)
 NSD_SHAPES = {1: (81, 104, 83), 2: (82, 106, 84), 3: (81, 106, 82), 4: (85, 99, 80),
               5: (79, 97, 78), 6: (85, 113, 83), 7: (78, 95, 81), 8: (80, 103, 78)}
 NSD_GENERAL = {1: 15724, 2: 14278, 3: 15226, 4: 13153, 5: 13039, 6: 17907, 7: 12682, 8: 14386}

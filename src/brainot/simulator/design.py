@@ -1,6 +1,6 @@
 """The simulated trial design (``nsd_expdesign.mat``) and stimulus table (``nsd_stim_info_merged.csv``).
 
-Conventions are NSD's (``shared/NSD.md``): every index in the design is 1-based; ``masterordering`` is one
+Conventions are NSD's (``docs/nsd.md``): every index in the design is 1-based; ``masterordering`` is one
 sequence of 10k-indices shared by all subjects; the first ``len(sharedix)`` 10k-indices are the shared
 images, identical for every subject; the stimulus table's ``subject{s}_rep{r}`` columns hold the 1-based
 global trial number of the r-th presentation (0 = not shown).
