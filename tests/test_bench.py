@@ -19,7 +19,7 @@ EXPECTED = ["ot/authors", "ot/mse", "ot/ours", "ot/plan-plain", "ot/ours-torch",
             "caption/batched", "caption/single", "embed/clip"]
 
 
-# The 0.5% is for the paper's 256 x 256 problems; on 32 x 32 ones the entropic blur costs relatively more.
+# The 0.5% target is for the paper's 256 x 256 problems; on 32 x 32 ones the entropic blur costs relatively more.
 TINY_MAX_COST_ERROR = 0.01
 
 

@@ -24,7 +24,7 @@ predictions ``x = y + noise * N(0, 1)``, (B, T, d)):
 
 Timing: the first call (compilation included) is reported apart; then warm-up calls, then the median of
 ``repeat`` calls, each bracketed by ``torch.cuda.synchronize()`` on CUDA. Output: a table on stdout and a JSON
-file with every measurement, the device, library versions, git commit and date, and the issue's targets.
+file with every measurement, the device, library versions, git commit and date, and the performance targets.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from brainot import ot_fast
 
 REPO = Path(__file__).resolve().parents[2]
 SECTIONS = ("ot", "train", "caption", "embed")
-# The issue's targets (on an H100/H200-class GPU at paper size).
+# The performance targets (on an H100/H200-class GPU at paper size; docs/performance.md).
 TARGET_OT_MS = 4.0
 TARGET_COST_ERROR = 0.005
 TARGET_OT_SPEEDUP = 350.0
@@ -499,7 +499,7 @@ def add_ratios(results: list[dict]) -> None:
 
 
 def targets(results: list[dict], max_cost_error: float, on_gpu_at_paper_size: bool) -> list[dict]:
-    """The issue's targets against the best measured variant (``applies`` only on a GPU at paper size)."""
+    """The performance targets against the best measured variant (``applies`` only on a GPU at paper size)."""
     named = by_name(results)
     ours = [r for n, r in named.items() if n.startswith("ot/ours") and "cost_error" in r]
     accurate = [r for r in ours if r["cost_error"] <= max_cost_error]
@@ -691,7 +691,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "timings), e.g. for a separate --compile run merged later")
     p.add_argument("--max-cost-error", type=float, default=TARGET_COST_ERROR,
                    help="relative transport-cost error vs the exact LP that a fused variant must stay under to "
-                        "count for the targets (default: the issue's 0.5%%)")
+                        "count for the targets (default: the target's 0.5%%)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: steadier timings on a shared machine; 0 keeps torch's default)")
