@@ -50,7 +50,8 @@ rule references:
 
 
 rule score:
-    """The ten metrics x100 of one run's captions (SPICE n/a with the reason when no CoreNLP jars)."""
+    """The ten metrics x100 of one run's captions (SPICE n/a with the reason when no CoreNLP jars), and the
+    per-image scores the tables' intervals resample."""
     input:
         captions="results/captions/{run}/{subject}.json",
         references="results/references/{subject}.json",
@@ -58,7 +59,8 @@ rule score:
         stimuli=nsd_path(layout.STIMULI),
         clip=model_input(config["score"]["clip_model"]),
     output:
-        "results/metrics/{run}/{subject}.json",
+        json="results/metrics/{run}/{subject}.json",
+        images="results/metrics/{run}/{subject}.images.parquet",   # brainot.image_scores.path_for
     params:
         cfg=lambda w: cfg_json("score"),
     log:
@@ -71,7 +73,7 @@ rule score:
         ENV
     shell:
         "python -m brainot.score --cfg {params.cfg:q} --candidates {input.captions:q} --references {input.references:q} "
-        "--voxels {input.voxels:q} --stimuli {input.stimuli:q} --out {output:q} > {log:q} 2>&1"
+        "--voxels {input.voxels:q} --stimuli {input.stimuli:q} --out {output.json:q} > {log:q} 2>&1"
 
 
 rule table_roi:
