@@ -75,9 +75,14 @@ def replicates(runs: list[tuple], metric: str, counts: np.ndarray, seed_index: n
     """Replicates (B,) of ``metric`` (a name of :data:`brainot.metrics.METRICS`, toolkit scale) for one table
     cell: ``runs`` holds one ``(table, corpus)`` of :func:`brainot.image_scores.read` per seed, in seed order.
 
-    NaN everywhere when a run lacks the metric (e.g. SPICE without its jars).
+    NaN everywhere when a run lacks the metric (e.g. SPICE without its jars). A run with one file but a plan
+    over several seeds (the image-fed captioner, which trains nothing) uses that file in every replicate.
     """
     n = counts.shape[1]
+    if len(runs) == 1:
+        seed_index = np.zeros_like(seed_index)
+    elif len(runs) <= seed_index.max():
+        raise ValueError(f"{len(runs)} seeds of a run; the plan draws seed positions up to {seed_index.max()}")
     for table, _ in runs:
         if len(table) != n:
             raise ValueError(f"a per-image table has {len(table)} images; the plan has {n}")
