@@ -128,3 +128,13 @@ def test_a_file_without_the_metadata_is_named(tmp_path):
     pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "bad.images.parquet")
     with pytest.raises(IS.ImageScoresError, match=r"bad.images.parquet: no 'brainot.corpus' metadata"):
         IS.read(tmp_path / "bad.images.parquet")
+
+
+def test_interval_ends_settle_as_resamples_grow():
+    rng = np.random.default_rng(4)
+    table = pd.DataFrame(np.zeros((100, len(IS.BLEU_STATS)), dtype=np.int64), columns=list(IS.BLEU_STATS))
+    table["METEOR"], table["ROUGE"], table["CIDEr"] = rng.random(100), rng.random(100), rng.exponential(0.6, 100)
+    runs = [[(table, {})]]
+    few, many = (B.end_spread(runs, ["CIDEr", "ROUGE"], n) for n in (200, 5000))
+    # Monte Carlo error of a percentile ~ 1 / sqrt(B): 25 times the resamples, about 5 times less spread
+    assert many < few / 2.5 and many > 0
