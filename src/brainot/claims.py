@@ -146,8 +146,11 @@ def _load_side(claim: str, side: str, runs, cache: dict) -> list[dict]:
 
 def claims_table(spec: dict) -> pd.DataFrame:
     """claims.csv's rows (:data:`COLUMNS`) for a spec (module docstring), every claim on one shared plan."""
+    missing = [k for k in ("resamples", "seed", "claims") if k not in spec]
+    if missing:
+        raise ClaimsError(f"--spec: missing key(s) {missing}; expected resamples, seed, level and claims")
     cache: dict = {}
-    claims = spec.get("claims", [])
+    claims = spec["claims"]
     loaded = []
     for claim in claims:
         name = claim.get("name")
