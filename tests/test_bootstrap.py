@@ -38,7 +38,7 @@ def test_bleu_from_statistics_equals_pycocoevalcap_on_identity_and_resamples():
     counts, seed_index = B.plan(6, 1, 5, seed=3)
     reps = B.bleu_replicates(stats[None], counts, seed_index)
     for b in range(5):
-        drawn = np.repeat(np.arange(6), counts[b])
+        drawn = np.repeat(np.arange(6), counts[b].astype(int))
         expected = pycoco_bleu({j: RES[i] for j, i in enumerate(drawn)}, {j: GTS[i] for j, i in enumerate(drawn)})
         assert np.allclose(reps[b], expected, rtol=0, atol=1e-12), b
     assert len({tuple(r) for r in reps.round(12)}) > 1

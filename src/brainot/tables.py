@@ -167,8 +167,9 @@ def with_intervals(table: pd.DataFrame, images: list[list[str]], resamples: int,
     for col in interval_columns():
         out[col] = math.nan
     for r, row in enumerate(runs):
+        reps = bootstrap.all_replicates(row, counts, seed_index)
         for metric in METRICS:
-            lo, hi = bootstrap.percentile_interval(bootstrap.replicates(row, metric, counts, seed_index), level)
+            lo, hi = bootstrap.percentile_interval(reps[metric], level) if metric in reps else (math.nan, math.nan)
             out.loc[out.index[r], [f"{metric}_lo", f"{metric}_hi"]] = [100 * lo, 100 * hi]
     return out
 
