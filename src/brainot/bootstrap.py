@@ -146,22 +146,28 @@ def p_value(diff_reps: np.ndarray) -> float:
 
 
 def end_spread(runs: list[list[tuple]], metrics, n_boot: int, plan_seeds=tuple(range(10)),
-               level: float = 0.95) -> float:
-    """How much the interval ends move with the plan's seed alone: the largest (max - min) over ``plan_seeds``
-    of any end of any run's interval, on the score's scale (x100 scores give x100 spreads).
+               level: float = 0.95) -> dict[str, float]:
+    """How much the interval ends move with the plan's seed alone: per metric, the largest (max - min) over
+    ``plan_seeds`` of either end of any run's interval, on the score's scale (x100 scores give x100 spreads).
 
-    ``runs``: per run, its ``(table, corpus)`` per training seed (:func:`brainot.image_scores.read`);
-    ``metrics``: names whose NaN intervals (unavailable metrics) are skipped.
+    ``runs``: per run, its ``(table, corpus)`` per training seed (:func:`brainot.image_scores.read`). A metric
+    no run has is left out.
     """
     n = len(runs[0][0][0])
     n_seeds = max(len(r) for r in runs)
-    ends = []
+    ends = {m: [] for m in metrics}
     for s in plan_seeds:
         counts, seed_index = plan(n, n_seeds, n_boot, s)
-        ends.append([percentile_interval(replicates(r, m, counts, seed_index), level) for r in runs for m in metrics])
-    ends = np.asarray(ends, dtype=np.float64)           # (plan seeds, runs x metrics, 2)
-    spread = ends.max(axis=0) - ends.min(axis=0)
-    return float(np.nanmax(spread)) if not np.isnan(spread).all() else float("nan")
+        reps = [all_replicates(r, counts, seed_index) for r in runs]
+        for m in metrics:
+            ends[m].append([percentile_interval(x[m], level) if m in x else (np.nan, np.nan) for x in reps])
+    out = {}
+    for m, e in ends.items():
+        e = np.asarray(e, dtype=np.float64)            # (plan seeds, runs, 2)
+        spread = e.max(axis=0) - e.min(axis=0)
+        if not np.isnan(spread).all():
+            out[m] = float(np.nanmax(spread))
+    return out
 
 
 def main(argv=None) -> None:
@@ -171,15 +177,16 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(prog="python -m brainot.bootstrap",
                                 description="How stable the tables' interval ends are in the number of resamples: "
-                                            "the largest move (x100) of any end between ten plan seeds.")
+                                            "per metric, the largest move (x100) of any end between ten plan seeds.")
     p.add_argument("--images", nargs="+", required=True, help="per-image score files (.images.parquet), one per run")
-    p.add_argument("--resamples", nargs="+", type=int, default=[500, 1000, 2000, 4000, 8000])
+    p.add_argument("--resamples", nargs="+", type=int, default=[1000, 2000, 4000, 8000])
     args = p.parse_args(argv)
     runs = [[IS.read(path)] for path in args.images]
+    n = len(runs[0][0][0])
+    print(f"{len(runs)} runs of {n} test images; largest move of an interval end (x100) over 10 plan seeds:")
     for n_boot in args.resamples:
-        spread = 100 * end_spread(runs, METRICS, n_boot)
-        print(f"B = {n_boot:6d}: interval ends move by up to {spread:.3f} (x100) over 10 plan seeds, "
-              f"{len(runs)} runs x {len(METRICS)} metrics")
+        spread = end_spread(runs, METRICS, n_boot)
+        print(f"B = {n_boot:6d}: " + ", ".join(f"{m} {100 * v:.3f}" for m, v in spread.items()), flush=True)
 
 
 if __name__ == "__main__":
