@@ -434,10 +434,10 @@ def bench_caption(sizes: Sizes, cfg: dict, device: torch.device, seed: int) -> I
     texts: dict[str, list[str]] = {}
 
     def batched_call():
-        texts["batched"] = shikra.generate(captioner, batch, prompt, sizes.max_new_tokens)
+        texts["batched"] = shikra.generate(captioner, batch, prompt, sizes.max_new_tokens, "none")
 
     def single_call():
-        texts["single"] = [shikra.generate(captioner, img[None], prompt, sizes.max_new_tokens)[0] for img in single]
+        texts["single"] = [shikra.generate(captioner, img[None], prompt, sizes.max_new_tokens, "none")[0] for img in single]
 
     batched = measure(batched_call, device, 0, sizes.slow_repeat)
     one = measure(single_call, device, 0, sizes.slow_repeat)
