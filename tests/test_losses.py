@@ -8,7 +8,7 @@ import torch
 
 from brainot import losses
 from brainot import ot as bot
-from brainot.bench_ot import authors_loss, make_problem
+from brainot.bench_ot import make_problem
 from brainot.config import ConfigError
 
 MASSES = (0.1, 0.3, 0.5, 0.9)
@@ -68,18 +68,57 @@ def test_identity_plan_gives_mse_times_TD_per_batch(loss_cfg):
     torch.testing.assert_close(exact, 4 * 5 * losses.mse_loss(x, y), rtol=1e-10, atol=0)
 
 
-def test_exact_loss_is_the_authors_loop(loss_cfg):
-    """Value and gradient equal the authors' code: cdist**2, POT's partial_wasserstein per sample, batch mean."""
+def test_exact_euclidean_loss_is_the_authors_loop(loss_cfg):
+    """loss.cost euclidean: value and gradient equal the authors' code (cdist, POT's partial_wasserstein per sample,
+    batch mean)."""
     x, y = make_problem("permuted-noisy", 3, 16, 8, dtype=torch.float64)
     for mass in (0.3, 0.5):
         ours_x = x.clone().requires_grad_(True)
-        ours = losses.ot_loss(ours_x, y, mass, **settings(loss_cfg, solver="exact", granularity="token"))
+        ours = losses.ot_loss(ours_x, y, mass,
+                              **settings(loss_cfg, solver="exact", granularity="token", cost="euclidean"))
         ours.backward()
         theirs_x = x.clone().requires_grad_(True)
-        theirs = authors_loss(theirs_x, y, mass)
+        theirs = losses.authors_ot_loss(theirs_x, y, mass)
         theirs.backward()
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=0)
         torch.testing.assert_close(ours_x.grad, theirs_x.grad, rtol=1e-8, atol=1e-12)
+
+
+def test_authors_loss_is_pot_on_euclidean_costs_and_differs_from_the_squared_one(loss_cfg):
+    """The reference itself, against POT on numpy: sum(gamma * C) with C = ot.dist(metric='euclidean'), the plan of
+    POT's partial_wasserstein on it; the gradient sum_j gamma_ij (x_i - y_j) / |x_i - y_j|. The squared cost
+    (the paper's eq. 9, our default) gives another value and, here, another plan."""
+    x, y = make_problem("random", 3, 7, 5, dtype=torch.float64)
+    xg = x.clone().requires_grad_(True)
+    loss = losses.authors_ot_loss(xg, y, 0.5)
+    loss.backward()
+    expected, grad = 0.0, torch.zeros(3, 7, 5, dtype=torch.float64)
+    plans_differ = False
+    for k in range(3):
+        xk, yk = x[k].numpy(), y[k].numpy()
+        C = ot.dist(xk, yk, metric="euclidean")
+        gamma = ot.partial.partial_wasserstein(ot.unif(7), ot.unif(7), C, m=0.5)
+        expected += (gamma * C).sum() / 3
+        diff = xk[:, None, :] - yk[None, :, :]
+        grad[k] = torch.from_numpy((gamma[:, :, None] * diff / C[:, :, None]).sum(1) / 3)
+        squared = ot.partial.partial_wasserstein(ot.unif(7), ot.unif(7), C ** 2, m=0.5)
+        plans_differ |= bool(abs(squared - gamma).max() > 1e-6)
+    assert loss.item() == pytest.approx(expected, rel=1e-10)
+    torch.testing.assert_close(xg.grad, grad, rtol=1e-8, atol=1e-12)
+    assert plans_differ
+    squared_loss = losses.ot_loss(x, y, 0.5, **settings(loss_cfg, solver="exact", granularity="token",
+                                                         cost="sqeuclidean"))
+    assert abs(squared_loss.item() - loss.item()) > 0.1 * loss.item()
+
+
+def test_cost_setting_is_checked_and_reaches_the_loss(loss_cfg):
+    x, y = near_pairs(2, 6, 4, noise=0.5)
+    with pytest.raises(ValueError, match="loss.cost 'cosine'"):
+        losses.ot_loss(x, y, 1.0, **settings(loss_cfg, solver="exact", cost="cosine"))
+    for cost, dist in (("sqeuclidean", ((x - y) ** 2).sum(-1)), ("euclidean", ((x - y) ** 2).sum(-1).sqrt())):
+        # noise 0.5 on N(0, 1) tokens: the identity is still the optimal full-mass plan for both costs here
+        full = losses.make_loss({**loss_cfg, "solver": "exact", "granularity": "token", "cost": cost}, "ot1")(x, y)
+        torch.testing.assert_close(full, dist.mean(), rtol=1e-10, atol=0)
 
 
 def test_gradient_is_the_envelope_of_the_exact_cost(loss_cfg):

@@ -53,11 +53,24 @@ def image_tokens(n, seed=0):
 
 
 # --------------------------------------------------------------------------------------------- prompt
-def test_conversation_is_vicuna_v1_with_image_expanded():
+def umbrae_input_text(prompt: str, n_tokens: int) -> str:
+    """UMBRAE's inference.py, its prompt construction verbatim (with 256 -> n_tokens)."""
+    system = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+              "helpful, detailed, and polite answers to the user's questions. USER:")
+    user_image = " <im_start>" + "<im_patch>" * n_tokens + "<im_end> "
+    if '<image>' in prompt:
+        user_prompt = prompt.replace('<image>', user_image)
+    else:
+        user_prompt = prompt + user_image
+    return system + user_prompt + " ASSISTANT:"
+
+
+def test_conversation_is_umbrae_text_with_image_expanded():
     text = shikra.expand_image(shikra.conversation(PROMPT), 3)
+    assert text == umbrae_input_text(PROMPT, 3)
     assert text == ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
-                    "helpful, detailed, and polite answers to the user's questions. USER: Describe this image "
-                    "<im_start><im_patch><im_patch><im_patch><im_end> as simply as possible. ASSISTANT:")
+                    "helpful, detailed, and polite answers to the user's questions. USER:Describe this image  "
+                    "<im_start><im_patch><im_patch><im_patch><im_end>  as simply as possible. ASSISTANT:")
     for bad in ("no image here", "<image> and <image>"):
         with pytest.raises(shikra.ShikraFormatError, match="exactly once"):
             shikra.expand_image(bad, 3)
@@ -142,12 +155,12 @@ def test_batched_generation_with_left_padding_equals_one_at_a_time(captioner):
     embeds, mask = shikra.build_inputs(captioner, x, prompts)
     assert (mask == 0).any(dim=1).tolist() == [False, True] * 3
     assert (mask[1] == 0).nonzero().max() < (mask[1] == 1).nonzero().min()   # padding on the left
-    batched = shikra.generate(captioner, x, prompts, max_new_tokens=8)
-    single = [shikra.generate(captioner, x[i:i + 1], prompts[i], max_new_tokens=8)[0] for i in range(6)]
+    batched = shikra.generate(captioner, x, prompts, 8, "none")
+    single = [shikra.generate(captioner, x[i:i + 1], prompts[i], 8, "none")[0] for i in range(6)]
     assert batched == single
     assert len(set(batched)) > 1 and all(batched)
-    assert shikra.caption(captioner, x.numpy(), PROMPT, 8, batch_size=4, progress=False) == \
-        [shikra.generate(captioner, x[i:i + 1], PROMPT, 8)[0] for i in range(6)]
+    assert shikra.caption(captioner, x.numpy(), PROMPT, 8, 4, "none", progress=False) == \
+        [shikra.generate(captioner, x[i:i + 1], PROMPT, 8, "none")[0] for i in range(6)]
 
 
 def test_generate_returns_only_new_tokens(captioner):
@@ -234,3 +247,194 @@ def test_apply_delta_rebuilds_the_shikra_weights(tmp_path):
     other.save_pretrained(tmp_path / "wrong")
     with pytest.raises(shikra.ShikraFormatError, match="does not extend base"):
         shikra.apply_delta(tmp_path / "wrong", tmp_path / "delta", tmp_path / "bad")
+
+
+# ------------------------------------------------------------------------ the published formats
+# Shikra-7B is published with LLaMA's tokenizer as a SentencePiece tokenizer.model (no tokenizer.json), the three
+# image tokens in added_tokens.json after LLaMA's vocabulary, and a config.json of model_type "shikra". The
+# fixtures below write those files offline: a small BPE SentencePiece model with LLaMA's trainer settings.
+SP_TEXT = [shikra.SYSTEM, "Describe this image as simply as possible. ASSISTANT:",
+           "a man riding a wave on top of a surfboard.", "two dogs playing with a red ball in the grass",
+           "a kitchen with a stove and a sink [0.12,0.30,0.56,0.91]", "a street sign on a pole near buildings"]
+
+
+def write_sentencepiece(out, image_tokens=True):
+    """A LLaMA-style tokenizer directory as published: tokenizer.model (+ added_tokens.json), no tokenizer.json."""
+    import io
+
+    import sentencepiece as spm
+
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    # LLaMA's settings: BPE, byte fallback, unk/bos/eos = 0/1/2, no pad, a word-boundary prefix, no normalisation
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(SP_TEXT * 20), model_writer=buf, vocab_size=400,
+                                   model_type="bpe", byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                   add_dummy_prefix=True, remove_extra_whitespaces=False,
+                                   normalization_rule_name="identity", split_digits=True, minloglevel=2)
+    (out / "tokenizer.model").write_bytes(buf.getvalue())
+    n = spm.SentencePieceProcessor(model_proto=buf.getvalue()).get_piece_size()
+    if image_tokens:
+        (out / "added_tokens.json").write_text(json.dumps({"<im_patch>": n, "<im_start>": n + 1, "<im_end>": n + 2}))
+    (out / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>",
+                                                             "unk_token": "<unk>"}))
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>",
+        "eos_token": "</s>", "unk_token": "<unk>", "model_max_length": 2048, "clean_up_tokenization_spaces": False}))
+    return n
+
+
+def write_published_shikra(out, model, projector):
+    """A Shikra checkpoint directory as published: config of model_type shikra, mm_projector inside the weights."""
+    state = dict(model.state_dict()) | _projector_state(projector)
+    model.save_pretrained(out, state_dict=state)
+    config = json.loads((out / "config.json").read_text())
+    config.update(model_type="shikra", architectures=["ShikraLlamaForCausalLM"], use_mm_proj=True,
+                  mm_hidden_size=projector.in_features, mm_use_im_start_end=True,
+                  mm_vision_tower="openai/clip-vit-large-patch14")
+    (out / "config.json").write_text(json.dumps(config))
+
+
+def sp_tiny_model(n_vocab, hidden=32, seed=0):
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=n_vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, initializer_range=0.2, bos_token_id=1,
+                         eos_token_id=2, pad_token_id=0)
+    return LlamaForCausalLM(config).eval(), torch.nn.Linear(D, hidden)
+
+
+@pytest.fixture(scope="module")
+def published_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shikra-published")
+    n = write_sentencepiece(out)
+    model, projector = sp_tiny_model(n + 3)
+    write_published_shikra(out, model, projector)
+    return out
+
+
+def test_published_sentencepiece_shikra_loads(published_dir):
+    import sentencepiece as spm
+
+    assert not (published_dir / "tokenizer.json").exists()
+    assert json.loads((published_dir / "config.json").read_text())["model_type"] == "shikra"
+    captioner = shikra.load(published_dir, device="cpu")
+    tok = captioner.tokenizer
+    n = spm.SentencePieceProcessor(model_file=str(published_dir / "tokenizer.model")).get_piece_size()
+    # the image tokens keep their published ids after the SentencePiece vocabulary; no embedding was added
+    assert [tok.convert_tokens_to_ids(t) for t in (shikra.IM_PATCH, shikra.IM_START, shikra.IM_END)] == \
+        [n, n + 1, n + 2]
+    assert captioner.model.get_input_embeddings().num_embeddings == n + 3 == len(tok)
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (1, 2, 0)   # pad = unk, Shikra v1
+    assert captioner.projector.in_features == D
+
+
+@pytest.mark.parametrize("prompt", [PROMPT, "Describe <image>", "<image> What is in the image?"])
+def test_prompt_ids_equal_umbrae_on_a_sentencepiece_tokenizer(published_dir, prompt):
+    """UMBRAE tokenizes its text with Shikra's slow LlamaTokenizer (transformers 4.28): the text is split at the
+    added image tokens, the neighbouring text loses its whitespace on that side, each piece is SentencePiece-encoded
+    on its own, BOS first. The reference here is the sentencepiece library itself on UMBRAE's string."""
+    import re
+
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(published_dir / "tokenizer.model"))
+    n = sp.get_piece_size()
+    ids_of = {shikra.IM_PATCH: n, shikra.IM_START: n + 1, shikra.IM_END: n + 2}
+    text = umbrae_input_text(prompt, T)
+    before, rest = text.split(shikra.IM_START, 1)
+    after = rest.split(shikra.IM_END, 1)[1]
+    assert re.fullmatch(f"({re.escape(shikra.IM_PATCH)}){{{T}}}", rest.split(shikra.IM_END, 1)[0])
+    expected = ([1] + sp.encode(before.rstrip()) + [ids_of[shikra.IM_START]] + [ids_of[shikra.IM_PATCH]] * T
+                + [ids_of[shikra.IM_END]] + sp.encode(after.lstrip()))
+    tok = shikra.load(published_dir, device="cpu").tokenizer
+    ours = shikra.prompt_ids(tok, prompt, T)
+    assert ours == expected
+    # what the converted (fast) tokenizer makes of the whole string keeps the spaces as extra tokens
+    assert tok(text).input_ids != expected
+
+
+def umbrae_clean(response: str) -> str:
+    """UMBRAE's utils.extract_id_bbox_caption, its caption part verbatim."""
+    import re
+
+    return re.sub(r'\[\d.*?\]', '', response).strip(" <s></s>")
+
+
+ANSWERS = ["A man riding a wave on top of a surfboard.</s>", "two dogs playing in the grass</s>",
+           "A kitchen[0.120,0.300,0.560,0.910] with a stove[0.2,0.3,0.4,0.5].</s>", "sheep on a hill",
+           "  a [cat] sits.  </s>"]
+
+
+def test_umbrae_postprocess_is_umbraes_cleaning():
+    assert [shikra.clean_answer(a, "umbrae") for a in ANSWERS] == [umbrae_clean(a) for a in ANSWERS]
+    # the character strip cuts a final or leading "s" as UMBRAE does; "boxes" keeps it
+    assert shikra.clean_answer(ANSWERS[1], "umbrae") == "two dogs playing in the gra"
+    assert shikra.clean_answer("sheep on a hill", "umbrae") == "heep on a hill"
+    assert shikra.clean_answer(" two dogs ", "boxes") == "two dogs"
+    assert shikra.clean_answer(ANSWERS[2].removesuffix("</s>"), "boxes") == "A kitchen with a stove."
+    assert shikra.clean_answer(" a [0.1] b ", "none") == "a [0.1] b"
+    with pytest.raises(ValueError, match="caption.postprocess 'strip'"):
+        shikra.clean_answer("x", "strip")
+
+
+def test_decode_answers_stops_at_eos_and_cleans(published_dir):
+    tok = shikra.load(published_dir, device="cpu").tokenizer
+    first = tok("a man riding a wave [0.12,0.30,0.56,0.91]", add_special_tokens=False).input_ids
+    second = tok("two dogs", add_special_tokens=False).input_ids
+    width = max(len(first), len(second)) + 2
+    # after EOS, generate pads with pad_token_id (unk): it must not reach the caption
+    rows = [first + [tok.eos_token_id] + [tok.pad_token_id] * (width - len(first) - 1),
+            second + [tok.eos_token_id] + [tok.pad_token_id] * (width - len(second) - 1)]
+    out = torch.tensor(rows)
+    assert shikra.decode_answers(tok, out, "umbrae") == ["a man riding a wave", "two dog"]
+    assert shikra.decode_answers(tok, out, "boxes") == ["a man riding a wave", "two dogs"]
+    assert shikra.decode_answers(tok, out, "none") == ["a man riding a wave [0.12,0.30,0.56,0.91]", "two dogs"]
+
+
+def test_apply_delta_on_published_formats_through_the_command_line(tmp_path):
+    """LLaMA base (SentencePiece tokenizer, vocab V) + Shikra delta as published (vocab V + 3, model_type shikra,
+    projector inside, tokenizer.model + added_tokens.json) -> a directory shikra.load reads and prompts."""
+    import subprocess
+    import sys
+
+    n = write_sentencepiece(tmp_path / "llama", image_tokens=False)
+    base, _ = sp_tiny_model(n, seed=6)
+    base.save_pretrained(tmp_path / "llama")
+    target, projector = sp_tiny_model(n + 3, seed=5)
+    delta, _ = sp_tiny_model(n + 3, seed=5)
+    with torch.no_grad():
+        base_state = base.state_dict()
+        for name, param in delta.state_dict().items():
+            param[:base_state[name].shape[0]] -= base_state[name]
+    write_sentencepiece(tmp_path / "delta")
+    write_published_shikra(tmp_path / "delta", delta, projector)
+    run = subprocess.run([sys.executable, "-m", "brainot.shikra", "apply-delta", "--base", str(tmp_path / "llama"),
+                          "--delta", str(tmp_path / "delta"), "--target", str(tmp_path / "shikra")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "2 grown (vocabulary)" in run.stderr
+    rebuilt = shikra.load(tmp_path / "shikra", device="cpu")
+    for name, param in target.state_dict().items():
+        torch.testing.assert_close(rebuilt.model.state_dict()[name].float(), param, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(rebuilt.projector.weight.float(), projector.weight, atol=1e-3, rtol=1e-3)
+    assert shikra.prompt_ids(rebuilt.tokenizer, PROMPT, T).count(n) == T
+
+
+def test_vit_l14_config_gives_256_by_1024_tokens_at_layer_minus_2_without_weights(tmp_path):
+    """Shikra-7B's image input: CLIP ViT-L/14 (224 px, patch 14) at hidden_states[-2] without the class token.
+    The model is built on the meta device from a config as published (a CLIPConfig with vision_config), so the
+    300M weights are never allocated; the forward pass runs on shapes only."""
+    from transformers import CLIPConfig, CLIPVisionConfig, CLIPVisionModel
+
+    from brainot import embed
+
+    vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                  image_size=224, patch_size=14, projection_dim=768)
+    CLIPConfig(vision_config=vision, projection_dim=768).save_pretrained(tmp_path)
+    config = CLIPVisionConfig.from_pretrained(tmp_path)
+    with torch.device("meta"):
+        model = CLIPVisionModel(config).eval()
+    assert sum(p.numel() for p in model.parameters()) > 300_000_000
+    assert embed.tokens_shape(model, -2, True) == (256, 1024)
+    with torch.no_grad():
+        tokens = embed.hidden_tokens(model, torch.empty(2, 3, 224, 224, device="meta"), -2, True)
+    assert tokens.shape == (2, 256, 1024) and tokens.device.type == "meta"

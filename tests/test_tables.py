@@ -47,14 +47,32 @@ def test_roi_table_keeps_config_order_and_reads_valid_voxels(tmp_path):
     tables.main(["roi", "--metrics", *paths, "--regions", *regions, "--voxels", str(tmp_path / "voxels.csv"),
                  "--subject", "subj01", "--out", str(out)])
     csv = pd.read_csv(out, dtype=str, keep_default_na=False)
-    assert list(csv.columns) == ["region", *METRICS, "Valid Voxels", "n", "notes"]
-    assert list(csv["region"]) == regions
-    assert list(csv["Valid Voxels"]) == ["15724/15724", "4657/15724", "2252/15724", "6706/15724"]
+    assert list(csv.columns) == ["source", "region", *METRICS, "Valid Voxels", "n", "notes"]
+    assert list(csv["source"]) == ["this run"] * 4 + ["paper (reported)"] * 4
+    assert list(csv["region"]) == regions * 2
+    assert list(csv["Valid Voxels"]) == ["15724/15724", "4657/15724", "2252/15724", "6706/15724"] * 2
     assert csv.loc[3, "CIDEr"] == "36.00" and csv.loc[1, "BLEU1"] == "10.00"
     assert csv.loc[2, "SPICE"] == "n/a" and "SPICE n/a: score.spice_jars is not set" in csv.loc[2, "notes"]
     parquet = pd.read_parquet(out.with_suffix(".parquet"))
     assert parquet["CIDEr"].dtype == float and math.isnan(parquet.loc[2, "SPICE"])
-    assert parquet["CIDEr"].tolist() == [6.0, 16.0, 26.0, 36.0]
+    assert parquet["CIDEr"].tolist() == [6.0, 16.0, 26.0, 36.0, 71.52, 10.95, 23.00, 55.59]
+
+
+def test_roi_table_shows_the_papers_table2_rows_of_the_same_region_sets(tmp_path):
+    """The paper's values sit beside ours for the region sets it reports; one it does not name gets no row."""
+    regions = ["VPFWB", "F", "mine"]
+    paths = [metrics_json(tmp_path / f"{r}.json", 1) for r in regions]
+    pd.DataFrame({"region": regions, "subject": ["subj01"] * 3, "valid_voxels": ["11051/15724", "1042/15724", "9/9"]}) \
+        .to_csv(tmp_path / "voxels.csv", index=False)
+    table = tables.roi_table(paths, regions, tmp_path / "voxels.csv", "subj01")
+    paper = table[table["source"] == tables.PAPER].set_index("region")
+    assert list(paper.index) == ["VPFWB", "F"]
+    # Table 2 as printed: the five-family row and the face row
+    assert paper.loc["VPFWB", ["BLEU1", "CIDEr", "RefCLIP-S"]].tolist() == [61.56, 62.83, 73.03]
+    assert paper.loc["F", ["BLEU4", "SPICE", "Valid Voxels"]].tolist() == [5.42, 3.94, "1042/15724"]
+    # the paper's all-regions row is its OT-S1 row of Table 1
+    row1 = tables.paper_table1().set_index("method").loc["OT-S1", list(METRICS)]
+    assert tables.paper_table2(["all"]).iloc[0][list(METRICS)].tolist() == row1.tolist()
 
 
 def test_roi_table_names_a_missing_voxel_row(tmp_path):

@@ -52,6 +52,7 @@ from brainot import atomic
 from brainot import config as bcfg
 from brainot import ot as bot
 from brainot import ot_fast
+from brainot.losses import authors_ot_loss
 
 REPO = Path(__file__).resolve().parents[2]
 SECTIONS = ("ot", "train", "caption", "embed")
@@ -65,7 +66,7 @@ PAPER_VOXELS = 15724          # subj01's nsdgeneral voxels (UMBRAE's BrainXS inp
 CLIP_WIDTH = 1024             # ViT-L/14's token width: the image tokens the encoder predicts
 # loss: settings of the config -> keyword of the solvers (the rest select the solver, cost and granularity).
 SOLVER_ARGS = {"epsilon": "reg", "max_iter": "numItermax", "tol": "stopThr", "check_every": "check_every"}
-NOT_SOLVER_ARGS = ("solver", "granularity", "cost_normalisation", "mass", "backend")
+NOT_SOLVER_ARGS = ("solver", "granularity", "cost_normalisation", "mass", "backend", "cost")
 
 
 @dataclass
@@ -172,21 +173,6 @@ def solver_arguments(settings: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- losses
-def authors_ot_loss(x: torch.Tensor, y: torch.Tensor, mass: float) -> torch.Tensor:
-    """The authors' partial-OT loss, rebuilt as the reference: one sample at a time, ``torch.cdist`` cost,
-    POT's exact ``partial_wasserstein`` (m = ``mass``, uniform weights) on a CPU numpy copy, ``sum(C * gamma)``,
-    averaged over the batch."""
-    import ot
-
-    a, b = ot.unif(x.shape[1]), ot.unif(y.shape[1])
-    total = x.new_zeros(())
-    for xi, yi in zip(x, y):
-        C = torch.cdist(xi, yi)
-        gamma = ot.partial.partial_wasserstein(a, b, C.detach().cpu().numpy(), m=mass)
-        total = total + (C * torch.from_numpy(gamma).to(C)).sum()
-    return total / x.shape[0]
-
-
 def ot_loss_with_backend(settings: dict, mass: float, backend: str):
     """The training loss :func:`brainot.losses.make_loss` builds for objective ``ot<mass>`` with
     ``loss.backend: <backend>`` (``plain``: :func:`brainot.ot.sinkhorn_partial`; else :mod:`brainot.ot_fast`).
@@ -435,10 +421,10 @@ def bench_caption(sizes: Sizes, cfg: dict, device: torch.device, seed: int) -> I
     texts: dict[str, list[str]] = {}
 
     def batched_call():
-        texts["batched"] = shikra.generate(captioner, batch, prompt, sizes.max_new_tokens)
+        texts["batched"] = shikra.generate(captioner, batch, prompt, sizes.max_new_tokens, "none")
 
     def single_call():
-        texts["single"] = [shikra.generate(captioner, img[None], prompt, sizes.max_new_tokens)[0] for img in single]
+        texts["single"] = [shikra.generate(captioner, img[None], prompt, sizes.max_new_tokens, "none")[0] for img in single]
 
     batched = measure(batched_call, device, 0, sizes.slow_repeat)
     one = measure(single_call, device, 0, sizes.slow_repeat)

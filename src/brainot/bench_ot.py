@@ -7,8 +7,8 @@ iterations used and the plan's constraint violation, at the ``loss:`` settings o
 ``python -m brainot.bench_ot speed``: wall time of one loss forward + backward for MSE, our solver
 (``ot_loss(solver='sinkhorn')`` with the config's ``loss.backend``: ``auto`` is the Triton kernel on a CUDA device
 where Triton is installed; ``--loss '{"backend": "plain"}'`` for the plain solver), and the authors' per-sample
-loop (``torch.cdist(x[b], y[b]) ** 2`` then ``ot.partial.partial_wasserstein`` on a numpy copy, one sample at a
-time).
+loop (:func:`brainot.losses.authors_ot_loss`: ``torch.cdist(x[b], y[b])`` then ``ot.partial.partial_wasserstein``
+on a numpy copy, one sample at a time).
 
 Both print a Markdown table (the one in ``docs/ot.md``).
 """
@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import ot
 import torch
 
 from brainot import config as bcfg
@@ -101,18 +100,6 @@ def accuracy_rows(loss_cfg: dict, kinds, masses, B: int, n: int, d: int, seed: i
                    "seconds": seconds}
 
 
-def authors_loss(x: torch.Tensor, y: torch.Tensor, mass: float) -> torch.Tensor:
-    """The paper authors' loss loop: per sample, cdist**2, POT's exact partial plan on CPU numpy, sum(plan * C)."""
-    total = 0.0
-    T = x.shape[1]
-    w = ot.unif(T)
-    for k in range(x.shape[0]):
-        C = torch.cdist(x[k], y[k]) ** 2
-        plan = ot.partial.partial_wasserstein(w, w, C.detach().cpu().double().numpy(), m=mass)
-        total = total + (torch.from_numpy(plan).to(C) * C).sum()
-    return total / x.shape[0]
-
-
 def _sync(t: torch.Tensor) -> None:
     """Wait for the GPU, so that wall-clock times cover the work."""
     if t.is_cuda:
@@ -142,7 +129,7 @@ def speed_rows(loss_cfg: dict, sizes, B: int, d: int, mass: float, repeats: int,
         row = {"device": device, "B": B, "n": n, "d": d, "iterations": info["n_iter"],
                "mse_s": time_backward(losses.mse_loss, x, y, repeats),
                "sinkhorn_s": time_backward(ours, x, y, repeats),
-               "authors_exact_s": time_backward(lambda xx, yy: authors_loss(xx, yy, mass), x, y, repeats)}
+               "authors_exact_s": time_backward(lambda xx, yy: losses.authors_ot_loss(xx, yy, mass), x, y, repeats)}
         row["speedup"] = row["authors_exact_s"] / row["sinkhorn_s"]
         yield row
 

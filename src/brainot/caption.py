@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 os._exit(75)  # test hook: die abruptly, as a killed job would, right after a saved batch
 
         captions = done + shikra.caption(captioner, tokens, cfg["prompt"], cfg["max_new_tokens"],
-                                         cfg["batch_size"], progress=not args.no_progress, on_batch=save_batch,
+                                         cfg["batch_size"], cfg["postprocess"], progress=not args.no_progress, on_batch=save_batch,
                                          start=len(done))
     t2 = time.perf_counter()
     write_outputs(captions, nsd_ids, coco, args.out_json, args.out_parquet)

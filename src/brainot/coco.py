@@ -5,11 +5,24 @@ image's COCO id and the COCO 2017 split whose caption file holds it (``cocoSplit
 ``val2017``). The caption files are COCO's ``captions_{split}.json``
 (``{"images": [...], "annotations": [{"image_id", "id", "caption"}, ...]}``); a file's split is read from its
 name, so the two files may be passed in any order.
+
+Where the caption files come from is ``nsd.captions_source``: ``coco`` (COCO's own 2017 annotation archive,
+:func:`fetch_annotations`, verified by size and MD5, extracted once), ``nsd`` (the NSD source, under
+:data:`layout.CAPTIONS_DIR`), or a ``file://``, ``s3://`` or ``http(s)://`` prefix holding the two files.
+:func:`fetch_view` turns the first two into what :mod:`brainot.fetch` reads.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
+import os
+import shutil
+import sys
+import time
+import urllib.request
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +30,9 @@ import pandas as pd
 from brainot import layout
 
 STIM_COLUMNS = ("nsdId", "cocoId", "cocoSplit")
+# Where the caption files sit inside COCO's annotations_trainval2017.zip.
+ARCHIVE_DIR = "annotations"
+STAMP = ".source.json"
 
 
 class CaptionError(ValueError):
@@ -94,3 +110,124 @@ def captions_by_nsd_id(stim_info_csv: str | Path, caption_jsons: list[str | Path
             raise CaptionError(f"{files[split]}: no caption for cocoId {coco_id} (nsdId {nsd_id})")
         out[int(nsd_id)] = captions
     return out
+
+
+# ------------------------------------------------------------------------------------ the COCO archive
+def archive_dir(nsd: dict) -> Path:
+    """Where :func:`fetch_annotations` keeps the two caption files of COCO's archive: ``{nsd.dir}/coco-annotations``."""
+    return Path(nsd["dir"]) / "coco-annotations"
+
+
+def fetch_view(nsd: dict) -> dict:
+    """The ``nsd`` section as :mod:`brainot.fetch` reads it: ``captions_source`` ``coco`` becomes the directory
+    :func:`fetch_annotations` extracts into (:func:`archive_dir`), ``nsd`` the empty string (the NSD source
+    itself); any other value (a ``file://``, ``s3://`` or ``http(s)://`` prefix) is passed on as it is."""
+    source = nsd.get("captions_source") or ""
+    if source == "coco":
+        return {**nsd, "captions_source": "file://" + str(archive_dir(nsd).resolve())}
+    if source == "nsd":
+        return {**nsd, "captions_source": ""}
+    return dict(nsd)
+
+
+def _open(url: str):
+    """A readable byte stream of ``url`` (http, https or file), with a clear error naming it."""
+    if not url.startswith(("http://", "https://", "file://")):
+        raise CaptionError(f"nsd.coco_annotations.url {url!r}: expected an http(s):// or file:// URL")
+    try:
+        return urllib.request.urlopen(url, timeout=60)
+    except OSError as exc:
+        raise CaptionError(f"{url}: cannot download the COCO annotation archive ({exc})") from None
+
+
+def download(url: str, dest: Path, size: int | None, md5: str | None, chunk: int = 1 << 20) -> str:
+    """Stream ``url`` to ``dest`` (through ``dest.part``), checking its byte count and MD5; returns the MD5.
+
+    ``size`` / ``md5`` None skip that check. A mismatch deletes the download and raises naming both values.
+    """
+    part = dest.with_name(dest.name + ".part")
+    digest, n = hashlib.md5(), 0
+    with _open(url) as response, open(part, "wb") as fh:
+        while block := response.read(chunk):
+            fh.write(block)
+            digest.update(block)
+            n += len(block)
+    got = digest.hexdigest()
+    for what, expected, found in (("size", size, n), ("MD5", md5, got)):
+        if expected is not None and expected != found:
+            part.unlink()
+            raise CaptionError(f"{url}: {what} {found} differs from nsd.coco_annotations.{what.lower()} {expected}; "
+                               "the download was deleted")
+    os.replace(part, dest)
+    return got
+
+
+def fetch_annotations(url: str, size: int | None, md5: str | None, out: str | Path) -> list[Path]:
+    """``captions_train2017.json`` and ``captions_val2017.json`` from COCO's annotation archive, into ``out``.
+
+    Done once: when both files are there and ``out/.source.json`` records the same url, size and MD5, nothing is
+    downloaded. Otherwise the archive is downloaded next to them, checked (:func:`download`), only the two caption
+    members are extracted (through temporary names, so a killed run leaves no half file), and the archive is
+    deleted. Returns the two paths.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    members = [f"{ARCHIVE_DIR}/{layout.captions(split)}" for split in layout.COCO_SPLITS]
+    targets = [out / layout.captions(split) for split in layout.COCO_SPLITS]
+    record = {"url": url, "size": size, "md5": md5}
+    stamp = out / STAMP
+    if all(t.exists() for t in targets) and stamp.exists() and json.loads(stamp.read_text()) == record:
+        return targets
+    archive = out / Path(url).name
+    got = download(url, archive, size, md5)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = set(zf.namelist())
+            missing = [m for m in members if m not in names]
+            if missing:
+                raise CaptionError(f"{url} (MD5 {got}): no member(s) {missing}; expected COCO's annotation archive")
+            for member, target in zip(members, targets):
+                tmp = target.with_name(target.name + ".part")
+                with zf.open(member) as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                os.replace(tmp, target)
+    except zipfile.BadZipFile as exc:
+        raise CaptionError(f"{url} (MD5 {got}): not a zip archive ({exc})") from None
+    finally:
+        archive.unlink(missing_ok=True)
+    stamp.write_text(json.dumps(record) + "\n")
+    return targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m brainot.coco",
+        description="Download COCO's 2017 annotation archive, check its size and MD5, and keep only "
+                    "captions_train2017.json and captions_val2017.json (once; a rerun with the same archive "
+                    "does nothing).")
+    p.add_argument("--nsd", help="the nsd config section as JSON (as the rule passes it)")
+    p.add_argument("--config", nargs="+", help="config file(s) instead of --nsd, e.g. config.yaml")
+    args = p.parse_args(argv)
+    if bool(args.nsd) == bool(args.config):
+        p.error("give either --nsd or --config")
+    if args.config:
+        from brainot import config as bcfg
+
+        nsd = bcfg.load(*args.config)["nsd"]
+    else:
+        nsd = json.loads(args.nsd)
+    cfg = nsd["coco_annotations"]
+    t0 = time.perf_counter()
+    try:
+        paths = fetch_annotations(cfg["url"], cfg["size"], cfg["md5"], archive_dir(nsd))
+    except CaptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"COCO captions from {cfg['url']}: {', '.join(str(q) for q in paths)} "
+          f"({sum(q.stat().st_size for q in paths) / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

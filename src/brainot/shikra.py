@@ -6,8 +6,10 @@ The format is that of the Shikra authors' code (``mllm/models/shikra/shikra.py``
 - the model is a ``LlamaForCausalLM``; the projector ``mm_projector`` is one ``Linear(D -> hidden)`` whose
   weights Shikra keeps inside the LLaMA checkpoint as ``model.mm_projector.{weight,bias}`` (a LLaVA-style
   separate ``mm_projector.{safetensors,bin}`` is read as well);
-- the prompt is the Vicuna v1.1 conversation ``"<system> USER: <prompt> ASSISTANT:"`` in which ``<image>``
-  becomes ``<im_start>`` + T x ``<im_patch>`` + ``<im_end>`` (``mm_use_im_start_end=True``);
+- the prompt is built as UMBRAE's ``inference.py`` (github.com/weihaox/UMBRAE) builds it: the Vicuna v1.1 text
+  ``"<system> USER:<prompt> ASSISTANT:"`` in which ``<image>`` becomes ``" <im_start>"`` + T x ``<im_patch>`` +
+  ``"<im_end> "`` (``mm_use_im_start_end=True``), tokenized as Shikra's slow LlamaTokenizer does
+  (:func:`prompt_ids`); answers are cleaned as UMBRAE's ``utils.extract_id_bbox_caption`` (:func:`clean_answer`);
 - the T image tokens (T, D), after the projector, replace the embeddings of the T ``<im_patch>`` tokens:
   ``inputs_embeds[b, patch positions] = mm_projector(tokens[b])``; the tokens are whatever a CLIP layer gave
   (or what a brain encoder predicted for it), Shikra-7B expects ViT-L/14's penultimate layer, 256 x 1024.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -33,15 +36,18 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
-# Vicuna v1.1 (FastChat), the conversation template Shikra was trained with (conv_template='vicuna_v1.1').
+# The text UMBRAE's inference.py builds around the prompt (Vicuna v1.1, the template Shikra was trained with),
+# character for character: no space after "USER:", the image block padded by one space on each side.
 SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
-          "The assistant gives helpful, detailed, and polite answers to the user's questions.")
-ROLES = ("USER", "ASSISTANT")
+          "The assistant gives helpful, detailed, and polite answers to the user's questions. USER:")
+ASSISTANT = " ASSISTANT:"
 IMAGE = "<image>"
 IM_PATCH = "<im_patch>"
 IM_START = "<im_start>"
 IM_END = "<im_end>"
 IMAGE_SPECIAL_TOKENS = (IM_PATCH, IM_START, IM_END)
+# caption.postprocess: how a decoded answer becomes a caption (clean_answer).
+POSTPROCESS = ("umbrae", "boxes", "none")
 PROJECTOR_PREFIX = "model.mm_projector."
 PROJECTOR_FILES = ("mm_projector.safetensors", "mm_projector.bin")
 CHECKPOINT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -75,26 +81,54 @@ class Captioner:
 
 # ----------------------------------------------------------------------------------------------- prompt
 def conversation(prompt: str) -> str:
-    """The Vicuna v1.1 text Shikra sees at inference: ``"<system> USER: <prompt> ASSISTANT:"``."""
-    return f"{SYSTEM} {ROLES[0]}: {prompt} {ROLES[1]}:"
+    """The text UMBRAE's ``inference.py`` feeds Shikra: ``SYSTEM + prompt + " ASSISTANT:"``, where ``SYSTEM``
+    ends with ``"USER:"`` (no space before the prompt)."""
+    return f"{SYSTEM}{prompt}{ASSISTANT}"
 
 
 def expand_image(text: str, n_tokens: int) -> str:
-    """Replace the one ``<image>`` with ``<im_start>`` + ``n_tokens`` x ``<im_patch>`` + ``<im_end>``."""
+    """Replace the one ``<image>`` with ``" <im_start>" + n_tokens x "<im_patch>" + "<im_end> "`` (UMBRAE's
+    ``user_image``, spaces included)."""
     count = text.count(IMAGE)
     if count != 1:
         raise ShikraFormatError(f"caption.prompt must contain {IMAGE} exactly once, found {count} in {text!r}")
-    return text.replace(IMAGE, IM_START + IM_PATCH * n_tokens + IM_END)
+    return text.replace(IMAGE, f" {IM_START}{IM_PATCH * n_tokens}{IM_END} ")
+
+
+_SPECIAL_SPLIT = re.compile("(" + "|".join(re.escape(t) for t in IMAGE_SPECIAL_TOKENS) + ")")
+
+
+def split_on_image_tokens(text: str) -> list[str]:
+    """Text pieces and image tokens, in order, as Shikra's slow ``LlamaTokenizer`` (transformers 4.28) splits them:
+    a text piece next to an image token loses its whitespace on that side (tokens added with ``add_tokens`` strip
+    both neighbours there), and pieces left empty are dropped."""
+    parts = _SPECIAL_SPLIT.split(text)
+    for i, part in enumerate(parts):
+        if part in IMAGE_SPECIAL_TOKENS:
+            if i > 0:
+                parts[i - 1] = parts[i - 1].rstrip()
+            if i + 1 < len(parts):
+                parts[i + 1] = parts[i + 1].lstrip()
+    return [p for p in parts if p]
 
 
 def prompt_ids(tokenizer, prompt: str, n_tokens: int) -> list[int]:
-    """Token ids of the full conversation for one image of ``n_tokens`` tokens (with the tokenizer's BOS).
+    """Token ids of the full conversation for one image of ``n_tokens`` tokens, as UMBRAE's ``inference.py``
+    tokenizes it with Shikra's tokenizer: BOS, then each text piece encoded on its own (SentencePiece's
+    ``encode``, which prefixes the piece with a word boundary) and the image tokens as single ids
+    (:func:`split_on_image_tokens`).
 
     Checks the result: exactly ``n_tokens`` consecutive ``<im_patch>`` ids between one ``<im_start>`` and one
     ``<im_end>`` (a tokenizer without these special tokens would silently split them into text pieces).
     """
-    ids = list(tokenizer(expand_image(conversation(prompt), n_tokens)).input_ids)
-    patch, start, end = (tokenizer.convert_tokens_to_ids(t) for t in (IM_PATCH, IM_START, IM_END))
+    specials = {t: tokenizer.convert_tokens_to_ids(t) for t in IMAGE_SPECIAL_TOKENS}
+    ids = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    for part in split_on_image_tokens(expand_image(conversation(prompt), n_tokens)):
+        if part in specials and specials[part] not in (None, tokenizer.unk_token_id):
+            ids.append(specials[part])
+        else:
+            ids.extend(tokenizer(part, add_special_tokens=False).input_ids)
+    patch, start, end = (specials[t] for t in (IM_PATCH, IM_START, IM_END))
     where = [i for i, t in enumerate(ids) if t == patch]
     if (len(where) != n_tokens or ids.count(start) != 1 or ids.count(end) != 1
             or where != list(range(ids.index(start) + 1, ids.index(end)))):
@@ -102,6 +136,41 @@ def prompt_ids(tokenizer, prompt: str, n_tokens: int) -> list[int]:
             f"the tokenizer did not keep {IM_START} + {n_tokens} x {IM_PATCH} + {IM_END} as single tokens "
             f"(found {len(where)} patch ids); are they registered as special tokens?")
     return ids
+
+
+# ------------------------------------------------------------------------------------------- answers
+_BOX = re.compile(r"\[\d.*?\]")   # UMBRAE's utils.extract_id_bbox_caption: a box or point, "[0.12,0.30,...]"
+
+
+def clean_answer(text: str, mode: str) -> str:
+    """One decoded answer (special tokens kept, cut after the first EOS) as the caption (``caption.postprocess``).
+
+    - ``umbrae``: UMBRAE's ``utils.extract_id_bbox_caption``: delete every ``[<digit>...]`` (Shikra's boxes and
+      points), then ``str.strip(" <s></s>")``, which strips the *characters* space, ``<``, ``s``, ``>`` and
+      ``/`` from both ends (so also a caption's leading or final ``s``: "two dogs" -> "two dog");
+    - ``boxes``: the same boxes deleted, then the special tokens and surrounding whitespace only;
+    - ``none``: the special tokens and surrounding whitespace only.
+    """
+    if mode not in POSTPROCESS:
+        raise ValueError(f"caption.postprocess {mode!r}: expected one of {', '.join(POSTPROCESS)}")
+    if mode != "none":
+        text = _BOX.sub("", text)
+    return text.strip(" <s></s>") if mode == "umbrae" else text.strip()
+
+
+def decode_answers(tokenizer, out: torch.Tensor, mode: str) -> list[str]:
+    """Captions of the generated ids (B, N): each row cut after its first EOS, then :func:`clean_answer`.
+
+    ``umbrae`` decodes with the special tokens, as UMBRAE's ``tokenizer.batch_decode(output_ids)``; the other
+    modes decode without them.
+    """
+    answers = []
+    for row in out.tolist():
+        if tokenizer.eos_token_id in row:
+            row = row[:row.index(tokenizer.eos_token_id) + 1]
+        text = tokenizer.decode(row, skip_special_tokens=mode != "umbrae")
+        answers.append(clean_answer(text, mode))
+    return answers
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,18 +220,18 @@ def build_inputs(captioner: Captioner, image_tokens: torch.Tensor,
 
 @torch.no_grad()
 def generate(captioner: Captioner, image_tokens: torch.Tensor, prompts: str | list[str],
-             max_new_tokens: int) -> list[str]:
-    """Greedy captions of one batch of images (B, T, D), decoded without special tokens."""
+             max_new_tokens: int, postprocess: str) -> list[str]:
+    """Greedy captions of one batch of images (B, T, D), cleaned by :func:`decode_answers` (``postprocess``)."""
     embeds, mask = build_inputs(captioner, image_tokens, prompts)
     tok = captioner.tokenizer
     out = captioner.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                                    do_sample=False, num_beams=1, pad_token_id=tok.pad_token_id,
                                    eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-    return [text.strip() for text in tok.batch_decode(out, skip_special_tokens=True)]
+    return decode_answers(tok, out, postprocess)
 
 
 def caption(captioner: Captioner, tokens: np.ndarray, prompt: str, max_new_tokens: int, batch_size: int,
-            progress: bool = True, on_batch=None, start: int = 0) -> list[str]:
+            postprocess: str, progress: bool = True, on_batch=None, start: int = 0) -> list[str]:
     """Captions of ``tokens`` (N, T, D), ``batch_size`` images per ``generate`` call, from image ``start`` on.
 
     ``on_batch(first_index, captions)`` is called after every batch (the CLI saves progress with it).
@@ -172,7 +241,7 @@ def caption(captioner: Captioner, tokens: np.ndarray, prompt: str, max_new_token
     bar = tqdm(total=n, initial=start, desc="captioning", unit="img", disable=not progress)
     for first in range(start, n, batch_size):
         chunk = torch.from_numpy(np.asarray(tokens[first:first + batch_size], dtype=np.float32))
-        texts = generate(captioner, chunk, prompt, max_new_tokens)
+        texts = generate(captioner, chunk, prompt, max_new_tokens, postprocess)
         captions.extend(texts)
         if on_batch is not None:
             on_batch(first, texts)

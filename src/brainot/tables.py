@@ -1,7 +1,8 @@
 """The paper's tables from the per-run metrics JSONs (:mod:`brainot.score`), as CSV and Parquet.
 
 * ``roi`` (Table 2): one row per configured region set, the ten metrics and "Valid Voxels" (n/total of the
-  tables' subject, from ``results/tables/voxels.csv``).
+  tables' subject, from ``results/tables/voxels.csv``), then the paper's Table 2 rows of the same region sets,
+  marked ``source = "paper (reported)"``.
 * ``methods`` (Table 1): this run's image-fed upper bound, OT and MSE (single- and cross-subject), then the
   paper's Table 1 as printed, in a block marked ``source = "paper (reported)"``.
 * ``lambda`` (Fig. 5 / appendix A.1): the ten metrics per mass ratio per region set.
@@ -48,6 +49,19 @@ OT-S1	63.25	44.76	30.96	21.72	21.61	47.12	71.52	14.41	70.35	75.68
 OT-Cross Subjects	64.12	45.18	31.16	21.50	21.42	46.83	72.90	14.51	69.95	75.44
 """
 
+# Table 2 of the paper, transcribed cell for cell: region set (named as in config.yaml's rois.regions), the ten
+# metrics, "Valid Voxels" (subject 1). The row markers are printed ambiguously; the mapping is config.yaml's.
+PAPER_TABLE2 = """\
+all	63.25	44.76	30.96	21.72	21.61	47.12	71.52	14.41	70.35	75.68	15724/15724
+V	43.11	21.68	10.23	5.48	10.65	31.64	10.95	3.03	46.24	52.94	4657/15724
+P	48.14	27.75	15.09	8.72	13.25	35.23	23.00	6.03	54.25	60.32	2252/15724
+F	44.87	23.02	10.89	5.42	11.47	32.58	12.33	3.94	49.10	55.65	1042/15724
+W	42.68	20.44	9.16	4.61	10.19	31.45	8.31	2.22	43.99	50.71	1736/15724
+B	53.09	32.85	20.38	12.99	15.78	39.05	37.18	8.56	58.23	64.70	2934/15724
+V+P	59.28	39.66	25.91	16.9	18.92	43.52	55.59	11.74	66.13	71.86	6706/15724
+VPFWB	61.56	42.43	28.65	19.58	19.98	45.05	62.83	12.83	67.34	73.03	11051/15724
+"""
+
 # This run's Table 1 rows: method name (the paper's) -> the command-line option holding its metrics JSON.
 METHOD_ROWS = (
     ("Shikra-w/img", "image_fed"),
@@ -82,6 +96,25 @@ def paper_table1() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def paper_table2(regions: list[str]) -> pd.DataFrame:
+    """The paper's Table 2 rows of those ``regions`` it reports, in the given order (source, region, ten metrics,
+    Valid Voxels, notes); a region set the paper does not name has no row."""
+    printed = {}
+    for line in PAPER_TABLE2.splitlines():
+        region, *cells, voxels = line.split("\t")
+        if len(cells) != len(METRICS):
+            raise AssertionError(f"PAPER_TABLE2 row {region!r} has {len(cells)} cells")
+        printed[region] = {m: _cell(c) for m, c in zip(METRICS, cells)} | {"Valid Voxels": voxels}
+    rows = [{"source": PAPER, "region": r, **printed[r], "n": None, "notes": ""} for r in regions if r in printed]
+    return pd.DataFrame(rows, columns=["source", "region", *METRICS, "Valid Voxels", "n", "notes"])
+
+
+def with_paper_rows(table: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """``table`` marked ``source = this run``, then ``paper``'s rows (columns the paper lacks stay empty)."""
+    ours = table.assign(source=THIS_RUN)[["source", *table.columns]]
+    return pd.concat([ours, paper], ignore_index=True) if len(paper) else ours
+
+
 def load_metrics(path: str | Path) -> dict:
     """A metrics JSON of :mod:`brainot.score`: the ten metrics (None -> NaN), ``n`` and ``notes``."""
     try:
@@ -105,7 +138,8 @@ def load_metrics(path: str | Path) -> dict:
 
 
 def roi_table(metric_paths: list[str], regions: list[str], voxels_csv: str | Path, subject: str) -> pd.DataFrame:
-    """Table 2: one row per region set, in the given order, with "Valid Voxels" of ``subject``."""
+    """Table 2: one row per region set, in the given order, with "Valid Voxels" of ``subject``, then the paper's
+    rows of the same region sets (:func:`paper_table2`)."""
     if len(metric_paths) != len(regions):
         raise TableError(f"{len(metric_paths)} metrics files for {len(regions)} regions; expected one per region")
     voxels = pd.read_csv(voxels_csv)
@@ -122,7 +156,8 @@ def roi_table(metric_paths: list[str], regions: list[str], voxels_csv: str | Pat
             raise TableError(f"{voxels_csv}: expected one row for region {region!r} and subject {subject!r}; "
                              f"found {len(match)}")
         rows.append({"region": region, **load_metrics(path), "Valid Voxels": str(match["valid_voxels"].iloc[0])})
-    return pd.DataFrame(rows)[["region", *METRICS, "Valid Voxels", "n", "notes"]]
+    table = pd.DataFrame(rows)[["region", *METRICS, "Valid Voxels", "n", "notes"]]
+    return with_paper_rows(table, paper_table2(regions))
 
 
 def methods_table(paths: dict[str, str]) -> pd.DataFrame:

@@ -1,4 +1,5 @@
 # NSD: simulate (demo only), fetch the keys the config needs, extract valid voxels per subject.
+from brainot import coco
 
 
 rule simulate:
@@ -19,12 +20,33 @@ rule simulate:
         "--synthetic {params.synthetic:q} --nsd {params.nsd:q} > {log:q} 2>&1"
 
 
+COCO_ARCHIVE_FILES = [str(coco.archive_dir(NSD) / k) for k in layout.caption_keys()]
+
+
+rule coco_captions:
+    """The two caption files of COCO's annotation archive (nsd.captions_source: coco), checked by size and MD5,
+    extracted once (docs/fetch.md)."""
+    output:
+        COCO_ARCHIVE_FILES,
+    params:
+        nsd=lambda w: cfg_json("nsd"),
+    log:
+        "logs/fetch/coco_captions.log",
+    benchmark:
+        "benchmarks/fetch/coco_captions.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m brainot.coco --nsd {params.nsd:q} > {log:q} 2>&1"
+
+
 rule fetch_shared:
     """Design, stimulus table, stimuli and COCO captions (from nsd.captions_source): needed by every subject.
     Verified against the source's checksums, and a rerun re-hashes what it keeps (--verify full); resumable;
     a rerun relinks what was fetched before (docs/fetch.md)."""
     input:
         source_input,
+        COCO_ARCHIVE_FILES if NSD["captions_source"] == "coco" else [],
     output:
         [nsd_path(k) for k in layout.shared_keys()],
         [nsd_path(f"{layout.CAPTIONS_DIR}/{k}") for k in layout.caption_keys()],

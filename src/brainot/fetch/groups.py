@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import layout
+from .. import coco, layout
 from .sources import FetchError, Source, open_source
 
 
@@ -53,7 +53,7 @@ def open_sources(nsd: dict) -> tuple[Source, Source, str]:
     captions source; :data:`layout.CAPTIONS_DIR` when the captions come from the NSD source itself)."""
     s3 = {"endpoint_url": nsd.get("endpoint_url"), "region": nsd.get("region")}
     nsd_source = open_source(nsd["source"], "nsd.source", **s3)
-    captions = nsd.get("captions_source") or ""
+    captions = coco.fetch_view(nsd).get("captions_source") or ""
     if not captions:
         return nsd_source, nsd_source, f"{layout.CAPTIONS_DIR}/"
     return nsd_source, open_source(captions, "nsd.captions_source", allow_http=True, **s3), ""
