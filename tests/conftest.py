@@ -75,8 +75,9 @@ def simulated_nsd(tmp_path_factory, _sim_cfg_session) -> Path:
 
 def run_micro_workflow(workdir: Path, *targets: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """``snakemake`` on the demo overlaid with ``tests/micro.yaml`` in ``workdir``; raises with the log tail on failure."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2",
-           "--configfile", str(REPO / "demo" / "config.yaml"), str(REPO / "tests" / "micro.yaml"), *extra, *targets]
+    # Targets before --configfile, which takes every argument after it as a config file.
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", *targets, *extra,
+           "--configfile", str(REPO / "demo" / "config.yaml"), str(REPO / "tests" / "micro.yaml")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=3600)
     if out.returncode != 0:

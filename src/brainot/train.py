@@ -2,7 +2,8 @@
 
     python -m brainot.train --encoder '{...}' --train '{...}' --loss '{...}' --objective ot0.5 --seed 0 \\
         --voxels results/voxels/subj01.h5 --regions results/rois/subj01/all.npy \\
-        --embeddings results/embeddings/clip-vit-l14.h5 --out-dir results/models/subj01/all/ot0.5/seed0
+        --embeddings results/embeddings/clip-vit-l14/shared.h5 results/embeddings/clip-vit-l14/subj01.h5 \\
+        --out-dir results/models/subj01/all/ot0.5/seed0
 
 The authors' recipe (``train_ot.py`` / ``train_brainx_ot.py`` of OT-Alignment4brain-to-image, UMBRAE's
 ``train.py``): AdamW (no weight decay on biases and LayerNorm parameters) with a one-cycle learning rate
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 import brainot
 from brainot import config as bcfg
-from brainot.data import SubjectData, embedding_shape, load_subject, region_of, subject_of
+from brainot.data import SubjectData, embedding_name, embedding_shape, load_subject, region_of, subject_of
 from brainot.encoder import BrainX, build_encoder, count_parameters, model_spec
 from brainot.retrieval import top1
 
@@ -270,7 +271,7 @@ def run_config(args, subjects: list[SubjectData], spec: dict, sched: Schedule) -
         "region": region_of(args.regions[0]),
         "objective": args.objective,
         "seed": args.seed,
-        "embedding": {"name": Path(args.embeddings).stem, "tokens": tokens, "dim": dim},
+        "embedding": {"name": embedding_name(args.embeddings), "tokens": tokens, "dim": dim},
         "n_train": {s.subject: int(s.train_voxels.shape[0]) for s in subjects},
         "n_test": {s.subject: int(s.test_voxels.shape[0]) for s in subjects},
         "batch_size": sched.batch,
@@ -316,7 +317,7 @@ def train(args) -> dict:
           f"{params['total']:,} parameters ({params['input']:,} subject-specific), "
           f"{sched.steps} steps/epoch of {sched.per_step} x {sched.batch}, device {device}", file=sys.stderr)
 
-    fingerprint = {"config": cfg, "inputs": input_stamp([*args.voxels, *args.regions, args.embeddings])}
+    fingerprint = {"config": cfg, "inputs": input_stamp([*args.voxels, *args.regions, *args.embeddings])}
     start = 0
     ckpt = load_checkpoint(out_dir / CHECKPOINT, fingerprint)
     if ckpt is not None:
@@ -397,7 +398,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="results/voxels/{subject}.h5 of every subject of the training set")
     p.add_argument("--regions", nargs="+", required=True,
                    help="results/rois/{subject}/{region}.npy, one per --voxels file, in the same order")
-    p.add_argument("--embeddings", required=True, help="results/embeddings/{name}.h5 (image tokens)")
+    p.add_argument("--embeddings", required=True, nargs="+",
+                   help="image-token caches holding every train and test image of the --voxels files: "
+                        "results/embeddings/{name}/shared.h5 and .../{subject}.h5 of each subject")
     p.add_argument("--out-dir", required=True, help="writes model.pt, config.json, log.jsonl, checkpoint.pt here")
     p.add_argument("--device", default="auto", help="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--threads", type=int, default=1,
