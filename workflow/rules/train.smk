@@ -1,8 +1,5 @@
 # Training the fMRI encoder per (training set, region set, objective, seed), and predicting test tokens.
 
-# The embedding caches a consumer reads: the shared (test) images and its subjects' own images (common.smk).
-
-
 # The train: keys a run reads. Passing only these (and the loss section without its default mass, which the
 # objective wildcard replaces; none for MSE) keeps a new training set or another default mass from rerunning every
 # model.
