@@ -71,11 +71,19 @@ def subject_files(wildcards):
     return [nsd_path(k) for k in layout.subject_keys(NSD, layout.subject_number(wildcards.subject), families())]
 
 
+# nsd: keys that only a subject's files depend on (which betas, masks and voxels): the shared files do not.
+SUBJECT_NSD_KEYS = ("sessions", "space", "beta_version", "valid_policy")
+
+
 def nsd_job_json(subject=None):
-    """The nsd: section as one job needs it: ``subjects`` narrowed to the job's own subject (none for the shared
-    files), so that adding a subject to nsd.subjects reruns no job of another subject."""
-    return bcfg.section_json({"nsd": {**NSD, "subjects": [] if subject is None else [layout.subject_number(subject)]}},
-                             "nsd")
+    """The nsd: section as one job needs it: ``subjects`` narrowed to the job's own subject, so that adding a
+    subject to nsd.subjects reruns no job of another subject. For the shared files (``subject`` None) no subject
+    and the subject-only keys null, so that changing the sessions refetches and re-embeds nothing shared."""
+    if subject is None:
+        nsd = {**NSD, "subjects": [], **dict.fromkeys(SUBJECT_NSD_KEYS)}
+    else:
+        nsd = {**NSD, "subjects": [layout.subject_number(subject)]}
+    return bcfg.section_json({"nsd": nsd}, "nsd")
 
 
 def check_subject(subject):

@@ -14,7 +14,7 @@ rule roi_labels:
         families="results/rois/{subject}.families.csv",
     params:
         families=lambda w: cfg_json("rois", "families"),
-        nsd=lambda w: nsd_job_json(),
+        nsd=lambda w: nsd_job_json(w.subject),
     log:
         "logs/rois/{subject}.log",
     benchmark:
