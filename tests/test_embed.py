@@ -1,4 +1,5 @@
-"""The image-embedding cache (brainot.embed): contents, order, settings, resume after a kill, bad input."""
+"""The image-embedding caches (brainot.embed): image groups, contents, order, settings, resume after a kill,
+bad input, and reading across caches (brainot.data.read_tokens)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from brainot import coco, demo_clip, embed, layout
+import pandas as pd
+
+from brainot import coco, data, demo_clip, embed, layout
 
 PATCH = 8  # 32 px simulated images -> 16 patch tokens
 
@@ -75,18 +78,39 @@ def reference_tokens(clip_dir: Path, stimuli: Path, ids: np.ndarray, layer: int)
     return np.stack(out)
 
 
-def run_cli(cfg: dict, stimuli, voxel_files, out) -> None:
-    embed.main(["--cfg", json.dumps(cfg), "--stimuli", str(stimuli), "--ids", *map(str, voxel_files),
-                "--out", str(out)])
+def run_cli(cfg: dict, simulated_nsd: Path, images: str, out, *extra: str) -> None:
+    embed.main(["--cfg", json.dumps(cfg), "--stimuli", str(simulated_nsd / layout.STIMULI),
+                "--design", str(simulated_nsd / layout.EXPDESIGN), "--images", images, "--out", str(out), *extra])
 
 
-def test_cache_holds_each_image_once_in_nsd_id_order(tmp_path, clip_dir, stimuli, voxel_files, capsys):
-    out = tmp_path / "emb.h5"
-    run_cli({"model": str(clip_dir), "layer": -2, "drop_cls": True, "batch_size": 3}, stimuli, voxel_files, out)
+def test_image_groups_follow_the_stimulus_table(simulated_nsd):
+    """The design's groups against the stimulus table's own flags: ``shared1000`` for the shared cache, and a
+    subject's ``subject{n}`` images outside it for the subject's cache."""
+    table = pd.read_csv(simulated_nsd / layout.STIM_INFO, index_col=0)
+    design = simulated_nsd / layout.EXPDESIGN
+    shared = embed.design_image_ids(design, "shared")
+    np.testing.assert_array_equal(shared, np.flatnonzero(table["shared1000"].to_numpy()))
+    seen = {}
+    for n in (1, 2):
+        seen[n] = embed.design_image_ids(design, f"subj0{n}")
+        expected = np.flatnonzero(table[f"subject{n}"].to_numpy().astype(bool) & ~table["shared1000"].to_numpy())
+        np.testing.assert_array_equal(seen[n], expected)
+        assert seen[n].size and not np.isin(seen[n], shared).any()
+    assert not np.isin(seen[1], seen[2]).any()   # the simulator gives each subject its own images
+    with pytest.raises(embed.EmbedError, match=r"subject 9 is outside subjectim's 1\.\.8"):
+        embed.design_image_ids(design, "subj09")
+    with pytest.raises(embed.EmbedError, match=r"image group 'test': expected 'shared' or a subject"):
+        embed.design_image_ids(design, "test")
 
-    with h5py.File(stimuli, "r") as fh:
-        n = fh["imgBrick"].shape[0]
-    expected_ids = np.array(sorted({n - 1, 7, 3, 40, 1, 0, 12, 9}))
+
+def test_cache_holds_each_image_once_in_nsd_id_order(tmp_path, clip_dir, simulated_nsd, capsys):
+    out = tmp_path / "shared.h5"
+    # the batch size comes from --batch-size, the cfg holds what makes the numbers
+    run_cli({"model": str(clip_dir), "layer": -2, "drop_cls": True}, simulated_nsd, "shared", out, "--batch-size", "3")
+
+    table = pd.read_csv(simulated_nsd / layout.STIM_INFO, index_col=0)
+    expected_ids = np.flatnonzero(table["shared1000"].to_numpy())
+    stimuli = simulated_nsd / layout.STIMULI
     with h5py.File(out, "r") as fh:
         assert set(fh) == {"tokens", "nsd_id"}  # the resume mask is gone from a finished cache
         tokens, ids = fh["tokens"][:], fh["nsd_id"][:]
@@ -140,15 +164,15 @@ def one_thread():
 def test_killed_run_resumes_where_it_stopped(tmp_path, clip_dir, stimuli, one_thread):
     with h5py.File(stimuli, "r") as fh:
         n = fh["imgBrick"].shape[0]
-    voxels = [write_voxel_ids(tmp_path / "subj01.h5", list(range(10, n)), list(range(10)))]
-    cfg = {"model": str(clip_dir), "layer": -2, "drop_cls": True, "batch_size": 1}
+    ids = np.arange(n)   # every image: enough batches of one to kill the run in the middle
     reference = tmp_path / "reference.h5"
-    embed.embed(stimuli, embed.image_ids(voxels), reference, str(clip_dir), -2, True, batch_size=1)
+    embed.embed(stimuli, ids, reference, str(clip_dir), -2, True, batch_size=1)
 
     out = tmp_path / "emb.h5"
     part = Path(f"{out}.part")
-    proc = subprocess.Popen([sys.executable, "-m", "brainot.embed", "--cfg", json.dumps(cfg), "--stimuli",
-                             str(stimuli), "--ids", str(voxels[0]), "--out", str(out)],
+    run = (f"from brainot import embed; import numpy as np; "
+           f"embed.embed({str(stimuli)!r}, np.arange({n}), {str(out)!r}, {str(clip_dir)!r}, -2, True, batch_size=1)")
+    proc = subprocess.Popen([sys.executable, "-c", run],
                             env=one_thread, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while _done_rows(part) == 0 and proc.poll() is None and time.monotonic() < deadline:
@@ -159,7 +183,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, clip_dir, stimuli, one_th
     killed_at = _done_rows(part)
     assert 0 < killed_at < n and not out.exists()
 
-    summary = embed.embed(stimuli, embed.image_ids(voxels), out, str(clip_dir), -2, True, batch_size=1)
+    summary = embed.embed(stimuli, ids, out, str(clip_dir), -2, True, batch_size=1)
     assert summary["resumed"] >= killed_at and summary["embedded"] == n - summary["resumed"]
     with h5py.File(out, "r") as a, h5py.File(reference, "r") as b:
         np.testing.assert_array_equal(a["nsd_id"][:], b["nsd_id"][:])
@@ -212,3 +236,28 @@ def test_bad_inputs_are_named(tmp_path, clip_dir, stimuli):
         n = fh["imgBrick"].shape[0]
     with pytest.raises(embed.EmbedError, match=rf"imgBrick has {n} rows; nsd_id {n} requested"):
         embed.embed(stimuli, np.array([0, n]), tmp_path / "o.h5", str(clip_dir))
+
+
+def write_cache(path: Path, ids, tokens) -> Path:
+    with h5py.File(path, "w") as fh:
+        fh["nsd_id"] = np.asarray(ids, dtype=np.int64)
+        fh["tokens"] = np.asarray(tokens, dtype=np.float16)
+    return path
+
+
+def test_read_tokens_gathers_ids_across_caches_and_names_them_when_one_is_missing(tmp_path):
+    rng = np.random.default_rng(0)
+    tokens = rng.standard_normal((12, 3, 4)).astype(np.float16)   # row i: the tokens of nsd_id 10 * i
+    shared = write_cache(tmp_path / "shared.h5", [0, 20, 40], tokens[[0, 2, 4]])
+    subj01 = write_cache(tmp_path / "subj01.h5", [10, 30, 50, 110], tokens[[1, 3, 5, 11]])
+    wanted = np.array([110, 0, 30, 30, 20, 50])
+    got = data.read_tokens([shared, subj01], wanted)
+    np.testing.assert_array_equal(got, tokens[wanted // 10])
+    np.testing.assert_array_equal(data.cached_ids([shared, subj01]), [0, 10, 20, 30, 40, 50, 110])
+    assert data.embedding_name([tmp_path / "clip" / "shared.h5"]) == "clip"
+    with pytest.raises(data.DataError, match=r"shared.h5, .*subj01.h5: nsd_id 60 is not in the embeddings "
+                                             r"\(1 of 2 requested ids missing\)"):
+        data.read_tokens([shared, subj01], np.array([0, 60]))
+    other = write_cache(tmp_path / "subj02.h5", [60], np.zeros((1, 3, 5)))
+    with pytest.raises(data.DataError, match=r"subj02.h5: tokens are \(T, D\) = \(3, 5\) but .*shared.h5 holds \(3, 4\)"):
+        data.read_tokens([shared, other], np.array([0, 60]))

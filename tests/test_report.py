@@ -105,7 +105,7 @@ def test_correlation_table_matches_a_direct_computation(micro_workflow, micro_cf
                                       f"{objective}/seed{ts['seeds'][0]}/{subject}.h5")
         with h5py.File(pred_path, "r") as fh:
             pred, ids = fh["tokens"][()].astype(np.float64), fh["nsd_id"][()]
-        image = data.read_tokens(micro_workflow / f"results/embeddings/{micro_cfg['embedding']['name']}.h5",
+        image = data.read_tokens(micro_workflow / f"results/embeddings/{micro_cfg['embedding']['name']}/shared.h5",
                                  ids).astype(np.float64)
         k = min(fig["n_images"], len(ids))
         assert row.n_images == k

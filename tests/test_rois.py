@@ -167,3 +167,34 @@ def test_cli_and_voxel_table(simulated_nsd, extracted, sim_cfg, tmp_path, capsys
         [len(br.read_voxel_xyz(extracted[s])) for s in (1, 2)]
     with pytest.raises(br.RoiError, match=r"regions .* differ from the configured \['all', 'V'\]"):
         br.voxel_table(counts, tmp_path / "x.csv", ["all", "V"])
+
+
+@pytest.mark.filterwarnings("ignore::brainot.rois.EmptyRegionWarning")
+def test_labels_then_one_region_job_match_the_all_in_one_run(simulated_nsd, extracted, sim_cfg, tmp_path):
+    whole = _label(sim_cfg, simulated_nsd, 1, extracted[1], tmp_path / "whole")
+    families = json.dumps(sim_cfg["rois"]["families"])
+    split = tmp_path / "split"
+    br.main(["labels", "--families", families, "--nsd", json.dumps(dict(sim_cfg["nsd"], dir=str(simulated_nsd))),
+             "--subject", "subj01", "--voxels", str(extracted[1]), "--out-labels", str(split / "subj01.parquet"),
+             "--out-families", str(split / "subj01.families.csv")])
+    pd.testing.assert_frame_equal(pd.read_parquet(split / "subj01.parquet"), pd.read_parquet(whole["labels"]))
+    pd.testing.assert_frame_equal(pd.read_csv(split / "subj01.families.csv"), pd.read_csv(whole["families"]))
+    for name in ("V+P", "rest", "FFA+B"):
+        br.main(["region", "--labels", str(split / "subj01.parquet"), "--families", families, "--subject", "subj01",
+                 "--name", name, "--terms", json.dumps(REGIONS[name]), "--out", str(split / "subj01" / f"{name}.npy"),
+                 "--out-counts", str(split / "subj01" / f"{name}.counts.csv")])
+        np.testing.assert_array_equal(np.load(split / "subj01" / f"{name}.npy"), np.load(whole["dir"] / f"{name}.npy"))
+        row = pd.read_csv(split / "subj01" / f"{name}.counts.csv")
+        expected = pd.read_csv(whole["counts"]).set_index("region").loc[[name]].reset_index()
+        pd.testing.assert_frame_equal(row, expected)
+    # each job wrote its own region's files and nothing else
+    assert sorted(p.name for p in (split / "subj01").iterdir()) == sorted(
+        f"{n}.{ext}" for n in ("V+P", "rest", "FFA+B") for ext in ("npy", "counts.csv"))
+    # the per-region rows make the same voxel table as the per-subject counts
+    regions = ["V+P", "rest", "FFA+B"]
+    br.main(["table", *(str(split / "subj01" / f"{n}.counts.csv") for n in regions), "--regions", json.dumps(regions),
+             "--out", str(split / "voxels.csv")])
+    table = pd.read_csv(split / "voxels.csv")
+    assert table["region"].tolist() == regions
+    assert table["valid_voxels"].tolist() == [f"{len(np.load(whole['dir'] / f'{n}.npy'))}/{table['total'][0]}"
+                                              for n in regions]

@@ -1,7 +1,10 @@
-"""The workflow lints clean and builds a DAG for the real and the demo configuration."""
+"""The workflow lints clean, builds a DAG for the real and the demo configuration, plans only what a target needs,
+reruns only what a config edit changes, and names the config key a target lacks."""
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +59,10 @@ def test_dry_run_builds_the_whole_dag(tmp_path, demo):
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = job_counts(out.stdout)
     n_subjects = len(cfg["nsd"]["subjects"])
-    assert jobs["fetch_subject"] == jobs["extract"] == jobs["rois"] == n_subjects
+    assert jobs["fetch_subject"] == jobs["extract"] == jobs["roi_labels"] == n_subjects
+    # one job per region set and subject; one embedding cache per subject and one of the shared images
+    assert jobs["roi_region"] == n_subjects * len(cfg["rois"]["regions"])
+    assert jobs["embed"] == n_subjects + 1
     assert jobs["train"] == expected_trainings(cfg)
     assert jobs["score"] == jobs["caption"] + jobs["caption_image_fed"]
     # only the demo makes its own data and models
@@ -93,3 +99,165 @@ def test_a_hostile_config_string_reaches_its_job_as_text(tmp_path):
     assert recorded["epochs"] == 1   # the overlay was applied (the target was not read as a config file)
     made = [p for p in tmp_path.rglob("MARK*")] + [p for p in Path.cwd().glob("MARK*")]
     assert made == []
+# ----------------------------------------------------------------------------------- minimal work per target
+
+
+def dry_run_jobs(stdout: str) -> set[tuple[str, str]]:
+    """(rule, first output) of every job a dry run schedules; the target rule 'all' left out."""
+    jobs = set()
+    for block in re.split(r"^(?=(?:local)?rule \w+:$)", stdout, flags=re.M):
+        head = re.match(r"(?:local)?rule (\w+):$", block, flags=re.M)
+        output = re.search(r"^    output: ([^,\n]+)", block, flags=re.M)
+        if head and head.group(1) != "all":
+            jobs.add((head.group(1), output.group(1) if output else ""))
+    return jobs
+
+
+def rules_of(jobs) -> dict[str, int]:
+    counts = {}
+    for rule, _ in jobs:
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("target", ["results/tables/roi.csv", "results/metrics/subj01/V+P/ot0.3/seed0/subj01.json"])
+def test_a_target_fetches_and_embeds_only_its_subjects(tmp_path, target):
+    out = snakemake("-n", "--cores", "1", target, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = dry_run_jobs(out.stdout)
+    by_rule = rules_of(jobs)
+    # subject 1 (Table 2's test subject and training set subj01) and the shared files, nothing of subjects 2, 5, 7
+    assert by_rule["fetch_subject"] == by_rule["extract"] == by_rule["roi_labels"] == 1
+    assert {o for r, o in jobs if r in ("extract", "roi_labels")} == {"results/voxels/subj01.h5",
+                                                                       "results/rois/subj01.parquet"}
+    assert {o for r, o in jobs if r == "embed"} == {"results/embeddings/clip-vit-l14/shared.h5",
+                                                    "results/embeddings/clip-vit-l14/subj01.h5"}
+    assert by_rule["fetch_shared"] == 1
+    assert not any(s in o for _, o in jobs for s in ("subj02", "subj05", "subj07"))
+
+
+@pytest.mark.parametrize("target, key", [
+    ("results/rois/subj01/P+W.npy", r"region set 'P\+W' is not in rois.regions"),
+    ("results/models/pair/all/mse/seed0/model.pt", r"training set 'pair' is not in train.trainsets"),
+    ("results/voxels/subj03.h5", r"subject 'subj03' is not in nsd.subjects .*add 3 to nsd.subjects"),
+    ("results/embeddings/clip-vit-l14/subj03.h5", r"subject 'subj03' is not in nsd.subjects"),
+])
+def test_a_target_the_config_does_not_define_names_the_key(tmp_path, target, key):
+    out = snakemake("-n", "--cores", "1", target, cwd=tmp_path)
+    assert out.returncode != 0
+    assert re.search(key, out.stdout + out.stderr), (out.stdout + out.stderr)[-3000:]
+
+
+# ----------------------------------------------------------------------------------- incremental config edits
+
+
+@pytest.fixture(scope="module")
+def micro_cfg():
+    return bcfg.load(REPO / "config.yaml", REPO / "demo" / "config.yaml", REPO / "tests" / "micro.yaml")
+
+
+@pytest.fixture(scope="module")
+def finished(micro_workflow, tmp_path_factory) -> Path:
+    """A copy of the finished micro run (files, mtimes and Snakemake's records), for dry runs after an edit."""
+    workdir = tmp_path_factory.mktemp("edited") / "run"
+    shutil.copytree(micro_workflow, workdir, symlinks=True)
+    return workdir
+
+
+def after_edit(workdir: Path, overlay: dict | None = None, *targets: str) -> set[tuple[str, str]]:
+    """The jobs a dry run of the micro workflow schedules with ``overlay`` as one more config file."""
+    files = [str(REPO / "demo" / "config.yaml"), str(REPO / "tests" / "micro.yaml")]
+    if overlay is not None:
+        (workdir / "edit.yaml").write_text(yaml.safe_dump(overlay))
+        files.append(str(workdir / "edit.yaml"))
+    out = snakemake("-n", "--cores", "1", *targets, "--configfile", *files, cwd=workdir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return dry_run_jobs(out.stdout)
+
+
+def cell(trainset, region, objective, seed=0, subject="subj01"):
+    run = f"{trainset}/{region}/{objective}/seed{seed}"
+    return {("train", f"results/models/{run}/model.pt"), ("predict", f"results/predictions/{run}/{subject}.h5"),
+            ("caption", f"results/captions/{run}/{subject}.json"), ("score", f"results/metrics/{run}/{subject}.json")}
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_up_to_date(finished):
+    assert after_edit(finished) == set()
+
+
+@pytest.mark.slow
+def test_adding_a_region_set_runs_only_its_jobs(finished, micro_cfg):
+    roi = micro_cfg["tables"]["roi"]
+    jobs = after_edit(finished, {"rois": {"regions": {"P+W": ["P", "W"]}},
+                                 "tables": {"roi": {"regions": [*roi["regions"], "P+W"]}}})
+    assert jobs == {("roi_region", "results/rois/subj01/P+W.npy"), ("roi_region", "results/rois/subj02/P+W.npy"),
+                    ("voxel_table", "results/tables/voxels.csv"), ("voxel_table_roi", "results/tables/voxels-roi.csv"),
+                    *cell("subj01", "P+W", "ot0.5"), ("table_roi", "results/tables/roi.csv")}
+
+
+@pytest.mark.slow
+def test_adding_a_mass_runs_only_its_cells(finished, micro_cfg):
+    lam = micro_cfg["tables"]["lambda"]
+    assert lam["regions"] == ["all"]
+    jobs = after_edit(finished, {"tables": {"lambda": {"masses": [*lam["masses"], 0.3]}}})
+    assert jobs == {*cell(lam["trainset"], "all", "ot0.3"), ("table_lambda", "results/tables/lambda.csv"),
+                    ("figure_lambda", "results/figures/lambda.png")}
+
+
+@pytest.mark.slow
+def test_a_new_seed_or_cell_runs_only_that_cell(finished):
+    target = "results/metrics/cross/V/mse/seed3/subj02.json"
+    # subject 2's ground-truth captions too: the finished run scored subject 1 only
+    assert after_edit(finished, None, target) == {*cell("cross", "V", "mse", seed=3, subject="subj02"),
+                                                  ("references", "results/references/subj02.json")}
+
+
+@pytest.mark.slow
+def test_adding_a_subject_to_a_training_set_reruns_that_training_sets_cells_only(finished):
+    jobs = after_edit(finished, {"train": {"trainsets": {"subj01": [1, 2]}}})
+    trained = {o for r, o in jobs if r == "train"}
+    expected = {str(p.relative_to(finished)) for p in (finished / "results/models/subj01").glob("*/*/seed*/model.pt")}
+    assert trained == expected and len(expected) > 1
+    assert not {r for r, _ in jobs} & {"fetch_subject", "extract", "roi_labels", "roi_region", "embed", "references",
+                                        "demo_clip", "demo_captioner", "caption_image_fed"}
+    assert not any(o.startswith(("results/models/cross", "results/predictions/cross")) for _, o in jobs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overlay, expected", [
+    ({"tables": {"roi": {"regions": ["all", "V", "P"]}}},
+     {("voxel_table_roi", "results/tables/voxels-roi.csv"), ("table_roi", "results/tables/roi.csv")}),
+    ({"figures": {"lambda": {"metrics": ["CIDEr"]}}}, {("figure_lambda", "results/figures/lambda.png")}),
+    ({"figures": {"roi_maps": {"slices": 4}}},
+     {("figure_roi_maps", "results/figures/roi_maps_subj01.png"), ("figure_roi_maps", "results/figures/roi_maps_subj02.png")}),
+    ({"analysis": {"viz": {"pooling": "flat"}}}, {("embedding_viz", "results/tables/viz.csv")}),
+    # settings that cannot change a result
+    ({"embedding": {"batch_size": 7}, "caption": {"batch_size": 5}, "train": {"num_workers": 2}}, set()),
+], ids=["table", "figure", "roi-maps", "analysis", "batch-sizes"])
+def test_a_setting_reruns_only_what_reads_it(finished, overlay, expected):
+    assert after_edit(finished, overlay) == expected
+
+
+@pytest.mark.slow
+def test_new_voxels_of_one_subject_rerun_its_jobs_not_the_embeddings(finished):
+    voxels = finished / "results/voxels/subj02.h5"
+    stat = voxels.stat()
+    try:
+        os.utime(voxels, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**12))
+        jobs = after_edit(finished)
+    finally:
+        os.utime(voxels, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert not {r for r, _ in jobs} & {"embed", "demo_captioner", "extract", "fetch_subject"}
+    assert ("roi_labels", "results/rois/subj02.parquet") in jobs
+    assert not any(o.startswith("results/models/subj01/") for r, o in jobs if r == "train")
+    assert {o for r, o in jobs if r == "train"} == {
+        str(p.relative_to(finished)) for p in (finished / "results/models/cross").glob("*/*/seed*/model.pt")}
+
+
+@pytest.mark.slow
+def test_an_ot_setting_reruns_the_ot_runs_only(finished):
+    jobs = after_edit(finished, {"loss": {"epsilon": 0.01}})
+    models = {str(p.relative_to(finished)) for p in (finished / "results/models").glob("*/*/*/seed*/model.pt")}
+    assert {o for r, o in jobs if r == "train"} == {m for m in models if m.split("/")[4].startswith("ot")}
+    assert any(m.split("/")[4] == "mse" for m in models)

@@ -46,7 +46,7 @@ def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         return tokens[:].astype(np.float32), ids
 
 
-def read_image_fed(embeddings: str | Path, voxels: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def read_image_fed(embeddings: str | Path | list[str | Path], voxels: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The true tokens (float32) of the test images of ``voxels`` (``test/nsd_id`` order) from the embeddings cache."""
     with data.open_h5(voxels, data.VOXELS) as fh:
         test_ids = _dataset(fh, voxels, "test/nsd_id")[:].astype(np.int64)
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cfg", required=True, help="the caption config section as JSON (model, prompt, "
                                                      "max_new_tokens, batch_size)")
     parser.add_argument("--tokens", help="predictions .h5: tokens (N_test, T, D), nsd_id in test order")
-    parser.add_argument("--image-embeddings", help="embeddings .h5 (tokens, sorted nsd_id): feed the true tokens")
+    parser.add_argument("--image-embeddings", nargs="+",
+                        help="embedding caches (tokens, sorted nsd_id) holding the test images: feed the true tokens")
     parser.add_argument("--voxels", help="voxels .h5 whose test/nsd_id gives the test images (with --image-embeddings)")
     parser.add_argument("--stim-info", required=True, help="nsd_stim_info_merged.csv (for the COCO ids)")
     parser.add_argument("--out-json", required=True, help='captions {"0": "...", ...} in test order')
@@ -122,10 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--stop-after-batches", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per generate() call (a throughput setting; default: the cfg's batch_size)")
     args = parser.parse_args(argv)
     if bool(args.tokens) == bool(args.image_embeddings) or bool(args.image_embeddings) != bool(args.voxels):
         parser.error("give either --tokens, or --image-embeddings together with --voxels")
     cfg = json.loads(args.cfg)
+    cfg["batch_size"] = args.batch_size or cfg.get("batch_size")
+    if cfg["batch_size"] is None:
+        parser.error("--batch-size: required when --cfg holds no batch_size")
 
     t0 = time.perf_counter()
     if args.tokens:
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         source = args.tokens
     else:
         tokens, nsd_ids = read_image_fed(args.image_embeddings, args.voxels)
-        source = f"{args.image_embeddings} (true tokens of {args.voxels})"
+        source = f"{' '.join(args.image_embeddings)} (true tokens of {args.voxels})"
     coco = coco_ids(args.stim_info, nsd_ids)
     captioner = shikra.load(cfg["model"], args.device)
     t1 = time.perf_counter()

@@ -5,7 +5,8 @@ Contracts (``docs/contracts.md``):
 - ``results/voxels/{subject}.h5``: ``{split}/voxels`` (N, 3, V) float32 (one row per repeat; rows past
   ``n_reps`` are fill), ``{split}/nsd_id`` (N,) int64, ``{split}/n_reps`` (N,), for split ``train`` and ``test``;
 - ``results/rois/{subject}/{region}.npy``: int64 column indices into the voxel matrix;
-- ``results/embeddings/{name}.h5``: ``tokens`` (N, T, D) float16, ``nsd_id`` (N,) int64 sorted ascending.
+- ``results/embeddings/{name}/{images}.h5`` (``images``: ``shared`` or a subject, docs/embeddings.md): ``tokens``
+  (N, T, D) float16, ``nsd_id`` (N,) int64 sorted ascending.
 
 Every reader checks shapes and dtypes and raises :class:`DataError` naming the file, the key and what was
 expected.
@@ -150,46 +151,101 @@ def region_of(path: str | Path) -> str:
     return Path(path).stem
 
 
-def embedding_shape(path: str | Path) -> tuple[int, int]:
-    """``(T, D)`` of an embeddings file."""
+def embedding_shape(paths: str | Path | list[str | Path]) -> tuple[int, int]:
+    """``(T, D)`` of an embeddings cache (the first of several: :func:`read_tokens` checks they agree)."""
+    path = _paths(paths)[0]
     with open_h5(path, EMBEDDINGS) as fh:
         tokens = _dataset(fh, path, "tokens")
         _check_ndim(tokens, path, 3, "(N, T, D)")
         return int(tokens.shape[1]), int(tokens.shape[2])
 
 
-def read_tokens(path: str | Path, nsd_ids: np.ndarray) -> np.ndarray:
-    """Image tokens of ``nsd_ids`` (any order, repeats allowed): (len(nsd_ids), T, D) float16.
+def _cache_ids(fh: h5py.File, path: str | Path) -> np.ndarray:
+    """The checked ``nsd_id`` (N,) of an open embeddings cache: one per row of ``tokens``, strictly increasing."""
+    tokens = _dataset(fh, path, "tokens")
+    _check_ndim(tokens, path, 3, "(N, T, D)")
+    ids = _dataset(fh, path, "nsd_id")[()]
+    if ids.shape != (tokens.shape[0],):
+        raise DataError(f"{path}: nsd_id has shape {ids.shape}; expected ({tokens.shape[0]},), one per row of tokens")
+    if ids.size > 1 and np.any(np.diff(ids) <= 0):
+        raise DataError(f"{path}: nsd_id must be strictly increasing (the contract: sorted, unique)")
+    if ids.size == 0:
+        raise DataError(f"{path}: the embeddings file holds no images")
+    return ids.astype(np.int64)
 
-    Rows are found by binary search in the sorted ``nsd_id``; a missing id is an error that names it.
-    """
-    nsd_ids = np.asarray(nsd_ids, dtype=np.int64)
-    with open_h5(path, EMBEDDINGS) as fh:
-        tokens = _dataset(fh, path, "tokens")
-        _check_ndim(tokens, path, 3, "(N, T, D)")
-        ids = _dataset(fh, path, "nsd_id")[()]
-        if ids.shape != (tokens.shape[0],):
-            raise DataError(f"{path}: nsd_id has shape {ids.shape}; expected ({tokens.shape[0]},), one per row of tokens")
-        if ids.size > 1 and np.any(np.diff(ids) <= 0):
-            raise DataError(f"{path}: nsd_id must be strictly increasing (the contract: sorted, unique)")
-        if ids.size == 0:
-            raise DataError(f"{path}: the embeddings file holds no images")
-        rows = np.minimum(np.searchsorted(ids, nsd_ids), ids.size - 1)
-        found = ids[rows] == nsd_ids
-        if not found.all():
-            missing = nsd_ids[~found]
-            raise DataError(f"{path}: nsd_id {int(missing[0])} is not in the embeddings "
-                            f"({missing.size} of {nsd_ids.size} requested ids missing)")
-        wanted = np.unique(rows)
-        out = np.empty((wanted.size,) + tokens.shape[1:], dtype=np.float16)
-        # Contiguous block reads, keeping the wanted rows: h5py's per-element fancy indexing is far slower.
-        for start in range(0, wanted.size, EMBEDDING_BLOCK):
-            chunk = wanted[start:start + EMBEDDING_BLOCK]
-            block = tokens[int(chunk[0]):int(chunk[-1]) + 1]
-            out[start:start + chunk.size] = block[chunk - chunk[0]]
+
+def _paths(paths: str | Path | list[str | Path]) -> list[str | Path]:
+    return [paths] if isinstance(paths, (str, Path)) else list(paths)
+
+
+def embedding_name(paths: str | Path | list[str | Path]) -> str:
+    """The embedding's name: ``{name}`` of ``results/embeddings/{name}/{shared,subjNN}.h5``, or the stem of a
+    single cache file named otherwise."""
+    path = Path(_paths(paths)[0])
+    images = path.stem
+    if images == "shared" or (images.startswith("subj") and images[4:].isdigit()):
+        return path.parent.name
+    return images
+
+
+def cached_ids(paths: str | Path | list[str | Path]) -> np.ndarray:
+    """Sorted unique ``nsd_id`` held by one or several embeddings caches."""
+    ids = []
+    for path in _paths(paths):
+        with open_h5(path, EMBEDDINGS) as fh:
+            ids.append(_cache_ids(fh, path))
+    return np.unique(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.int64)
+
+
+def _read_rows(path: str | Path, tokens: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` (ascending, unique) of ``tokens`` by contiguous block reads: h5py's per-element fancy
+    indexing is far slower."""
+    out = np.empty((rows.size,) + tokens.shape[1:], dtype=np.float16)
+    for start in range(0, rows.size, EMBEDDING_BLOCK):
+        chunk = rows[start:start + EMBEDDING_BLOCK]
+        block = tokens[int(chunk[0]):int(chunk[-1]) + 1]
+        out[start:start + chunk.size] = block[chunk - chunk[0]]
     if not np.isfinite(out).all():
         raise DataError(f"{path}: tokens holds NaN or infinite values (float16 overflow?); expected finite values")
-    return out[np.searchsorted(wanted, rows)]
+    return out
+
+
+def read_tokens(paths: str | Path | list[str | Path], nsd_ids: np.ndarray) -> np.ndarray:
+    """Image tokens of ``nsd_ids`` (any order, repeats allowed): (len(nsd_ids), T, D) float16.
+
+    ``paths``: one embeddings cache or several (e.g. the shared test images' and a subject's training images',
+    ``results/embeddings/{name}/{shared,subjNN}.h5``); each id is read from the first cache that holds it.
+    Rows are found by binary search in each cache's sorted ``nsd_id``; an id in none of them is an error that
+    names it, and caches of different (T, D) are an error.
+    """
+    paths = _paths(paths)
+    nsd_ids = np.asarray(nsd_ids, dtype=np.int64)
+    wanted = np.unique(nsd_ids)
+    out = None
+    todo = np.ones(wanted.size, dtype=bool)
+    for path in paths:
+        with open_h5(path, EMBEDDINGS) as fh:
+            ids = _cache_ids(fh, path)
+            tokens = fh["tokens"]
+            if out is None:
+                out = np.empty((wanted.size,) + tokens.shape[1:], dtype=np.float16)
+                first = path
+            elif tokens.shape[1:] != out.shape[1:]:
+                raise DataError(f"{path}: tokens are (T, D) = {tokens.shape[1:]} but {first} holds {out.shape[1:]}; "
+                                "expected caches of one model and settings")
+            rows = np.minimum(np.searchsorted(ids, wanted), ids.size - 1)
+            here = todo & (ids[rows] == wanted)
+            if here.any():
+                out[here] = _read_rows(path, tokens, rows[here])
+                todo &= ~here
+    if out is None:
+        raise DataError("no embeddings cache given")
+    if todo.any():
+        missing = np.isin(nsd_ids, wanted[todo])
+        names = ", ".join(map(str, paths))
+        raise DataError(f"{names}: nsd_id {int(nsd_ids[missing][0])} is not in the embeddings "
+                        f"({int(missing.sum())} of {nsd_ids.size} requested ids missing)")
+    return out[np.searchsorted(wanted, nsd_ids)]
 
 
 def average_repeats(voxels: np.ndarray, n_reps: np.ndarray) -> np.ndarray:
@@ -220,8 +276,10 @@ class SubjectData:
         return int(self.train_voxels.shape[2])
 
 
-def load_subject(voxels_path: str | Path, region_path: str | Path, embeddings_path: str | Path) -> SubjectData:
-    """A subject's region columns of both splits, with the image tokens of every row."""
+def load_subject(voxels_path: str | Path, region_path: str | Path,
+                 embeddings_path: str | Path | list[str | Path]) -> SubjectData:
+    """A subject's region columns of both splits, with the image tokens of every row (from the caches
+    ``embeddings_path``, see :func:`read_tokens`)."""
     cols = read_region(region_path, n_voxels(voxels_path))
     train_vox, train_ids, train_reps = read_split(voxels_path, "train", cols)
     test_vox, test_ids, test_reps = read_split(voxels_path, "test", cols)

@@ -58,18 +58,6 @@ def build_tokenizer(texts: list[str]):
 
 
 # ------------------------------------------------------------------------------------------------ data
-def read_tokens(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``tokens`` (N, T, D) as float32 and ``nsd_id`` (N,) from an embeddings file, checked."""
-    with data.open_h5(path, data.EMBEDDINGS) as fh:
-        for key in ("tokens", "nsd_id"):
-            if key not in fh:
-                raise KeyError(f"{path}: no dataset {key!r}; expected 'tokens' (N, T, D) and 'nsd_id' (N,)")
-        tokens, ids = fh["tokens"], fh["nsd_id"][:].astype(np.int64)
-        if tokens.ndim != 3 or tokens.shape[0] != ids.shape[0]:
-            raise ValueError(f"{path}: 'tokens' has shape {tokens.shape}, expected (N={ids.shape[0]}, T, D)")
-        return tokens[:].astype(np.float32), ids
-
-
 def training_ids(stim_info: str | Path, nsd_ids: np.ndarray) -> np.ndarray:
     """The images of ``nsd_ids`` outside ``shared1000`` (the shared images are the test set)."""
     table = pd.read_csv(stim_info, index_col=0)
@@ -203,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m brainot.demo_captioner",
         description="Train the demo's tiny Shikra-format captioner on the true image tokens of the simulated "
                     "training images (shared1000 excluded) and save it where caption.model points.")
-    parser.add_argument("--embeddings", required=True, help="results/embeddings/{name}.h5: tokens (N, T, D), nsd_id")
+    parser.add_argument("--embeddings", required=True, nargs="+",
+                        help="embedding caches (results/embeddings/{name}/{subject}.h5): tokens (N, T, D), nsd_id; "
+                             "every cached image outside shared1000 is a training image")
     parser.add_argument("--stim-info", required=True, help="nsd_stim_info_merged.csv (cocoId, cocoSplit, shared1000)")
     parser.add_argument("--captions", required=True, nargs="+", help="COCO captions_{train2017,val2017}.json")
     parser.add_argument("--cfg", required=True, help="the demo.captioner config section as JSON")
@@ -215,14 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     shikra.expand_image(prompt, 1)   # fail before training on a prompt without exactly one <image>
 
     t0 = time.perf_counter()
-    tokens, nsd_ids = read_tokens(args.embeddings)
+    nsd_ids = data.cached_ids(args.embeddings)
     train_ids = training_ids(args.stim_info, nsd_ids)
     if train_ids.size == 0:
-        raise ValueError(f"{args.embeddings}: no training image (all {nsd_ids.size} are shared1000)")
+        raise ValueError(f"{' '.join(args.embeddings)}: no training image (all {nsd_ids.size} are shared1000)")
+    tokens = data.read_tokens(args.embeddings, train_ids).astype(np.float32)
     captions = coco.captions_by_nsd_id(args.stim_info, args.captions, train_ids)
-    rows = np.searchsorted(nsd_ids, train_ids)
     t1 = time.perf_counter()
-    model, tokenizer, projector, history = train(cfg, tokens[rows], [captions[int(i)] for i in train_ids], prompt,
+    model, tokenizer, projector, history = train(cfg, tokens, [captions[int(i)] for i in train_ids], prompt,
                                                  progress=not args.no_progress)
     t2 = time.perf_counter()
     out = Path(args.out)

@@ -1,8 +1,10 @@
-"""CLIP image embeddings of every image the configured subjects saw, cached once in one HDF5 file.
+"""CLIP image embeddings, cached per image group: the shared (test) images, and each subject's own images.
 
 The image target of the paper is a hidden layer of a frozen CLIP vision tower (ViT-L/14, the penultimate layer,
-patch tokens without the class token: 256 x 1024 at 224 px). Each image is embedded once for all subjects:
-the images are the union of ``train/nsd_id`` and ``test/nsd_id`` of the given voxel files.
+patch tokens without the class token: 256 x 1024 at 224 px). Each image is embedded once. The images of a
+cache follow from the experiment design alone (:func:`design_image_ids`), so a cache never depends on which
+subjects are configured or on their voxels: ``shared`` holds the images every subject saw (NSD's shared1000,
+the test set), ``subjNN`` the subject's other images (its training set for any choice of sessions).
 
 Output (``docs/contracts.md``): ``tokens`` (N, T, D) float16 and ``nsd_id`` (N,) int64 ascending; attributes ``model``,
 ``layer``, ``drop_cls``, plus what the cache was made from (``weights_sha256`` of the vision weights and the
@@ -53,6 +55,30 @@ def image_ids(voxel_files: list[str | Path]) -> np.ndarray:
                     raise EmbedError(f"{path}: missing dataset {key!r}; expected a voxels file (docs/contracts.md)")
                 ids.append(np.asarray(fh[key][:], dtype=np.int64))
     return np.unique(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.int64)
+
+
+SHARED = "shared"
+
+
+def design_image_ids(design_path: str | Path, images: str) -> np.ndarray:
+    """Sorted 0-based nsd ids of one image group of the experiment design (``nsd_expdesign.mat``).
+
+    ``images = 'shared'``: the nsdIds of the first ``len(sharedix)`` 10k-indices of every subject (the test
+    images); ``images = 'subjNN'``: subject NN's other nsdIds (its training images over any sessions).
+    """
+    from brainot import design, layout
+
+    d = design.load_expdesign(design_path)
+    shared = np.unique(d.subjectim[:, :d.n_shared])
+    if images == SHARED:
+        return shared
+    try:
+        number = layout.subject_number(images)
+    except ValueError:
+        raise EmbedError(f"image group {images!r}: expected {SHARED!r} or a subject (e.g. 'subj01')") from None
+    if not 1 <= number <= d.subjectim.shape[0]:
+        raise EmbedError(f"{design_path}: subject {number} is outside subjectim's 1..{d.subjectim.shape[0]}")
+    return np.setdiff1d(d.subjectim[number - 1, d.n_shared:], shared)
 
 
 def load_vision(model_ref: str):
@@ -179,7 +205,7 @@ def embed(stimuli: str | Path, ids: np.ndarray, out: str | Path, model_ref: str,
     part = out.with_name(out.name + ".part")
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) == 0:
-        raise EmbedError("no images to embed: the voxel files list no train or test nsd_id")
+        raise EmbedError("no images to embed: the image group is empty")
     if not np.all(np.diff(ids) > 0):
         raise EmbedError("ids must be ascending and unique")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -237,15 +263,20 @@ def embed(stimuli: str | Path, ids: np.ndarray, out: str | Path, model_ref: str,
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m brainot.embed",
-        description="Cache CLIP hidden-layer image tokens of every image the given subjects saw "
-                    "(results/embeddings/{name}.h5: tokens (N, T, D) float16, nsd_id (N,) int64). "
-                    "Resumes a partial <out>.part left by an interrupted run.")
+        description="Cache CLIP hidden-layer image tokens of one image group of the experiment design: the "
+                    "shared (test) images or one subject's own images (results/embeddings/{name}/{images}.h5: "
+                    "tokens (N, T, D) float16, nsd_id (N,) int64). Resumes a partial <out>.part left by an "
+                    "interrupted run.")
     parser.add_argument("--cfg", required=True,
-                        help="the 'embedding' config section as JSON: model, layer, drop_cls, batch_size")
+                        help="the 'embedding' config section as JSON: model, layer, drop_cls (batch_size, if "
+                             "given, is the default of --batch-size)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per forward pass (a throughput setting: it picks no image, model or layer)")
     parser.add_argument("--stimuli", required=True, help="NSD stimuli HDF5 holding imgBrick (N, H, W, 3) uint8")
-    parser.add_argument("--ids", required=True, nargs="+",
-                        help="voxel files (results/voxels/{subject}.h5) whose train/test nsd_id are embedded")
-    parser.add_argument("--out", required=True, help="output HDF5 (results/embeddings/{name}.h5)")
+    parser.add_argument("--design", required=True, help="nsd_expdesign.mat: which images each group holds")
+    parser.add_argument("--images", required=True,
+                        help="the image group: 'shared' (every subject's test images) or a subject, e.g. subj01")
+    parser.add_argument("--out", required=True, help="output HDF5 (results/embeddings/{name}/{images}.h5)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     return parser.parse_args(argv)
 
@@ -253,11 +284,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = json.loads(args.cfg)
-    ids = image_ids(args.ids)
-    print(f"{len(ids)} images from {len(args.ids)} voxel file(s); model {cfg['model']}, layer {cfg['layer']}, "
+    batch_size = args.batch_size or cfg.get("batch_size")
+    if batch_size is None:
+        raise EmbedError("--batch-size: required when --cfg holds no batch_size")
+    ids = design_image_ids(args.design, args.images)
+    print(f"{len(ids)} images ({args.images}); model {cfg['model']}, layer {cfg['layer']}, "
           f"drop_cls {cfg['drop_cls']}", file=sys.stderr)
     summary = embed(args.stimuli, ids, args.out, cfg["model"], cfg["layer"], cfg["drop_cls"],
-                    cfg["batch_size"], args.device)
+                    batch_size, args.device)
     rate = summary["embedded"] / summary["seconds"] if summary["seconds"] else float("nan")
     print(f"wrote {args.out}: {summary['images']} images x {summary['T']} tokens x {summary['D']} "
           f"({summary['resumed']} resumed, {summary['embedded']} embedded on {summary['device']}) "

@@ -3,7 +3,7 @@
     python -m brainot.importance --cfg '{"gradient": "saliency", "loss": "objective"}' \\
         --model results/models/subj01/all/ot0.5/seed0/model.pt --voxels results/voxels/subj01.h5 \\
         --region results/rois/subj01/all.npy --labels results/rois/subj01.parquet \\
-        --embeddings results/embeddings/clip-vit-l14.h5 --subject subj01 --families V P F W B \\
+        --embeddings results/embeddings/clip-vit-l14/shared.h5 --subject subj01 --families V P F W B \\
         --out results/tables/importance.csv --figure results/figures/importance.png
 
 Two scores per input voxel of the model (``--cfg`` is the config's ``analysis.importance``), each then
@@ -259,7 +259,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--voxels", required=True, help="results/voxels/{subject}.h5 (the test split is used)")
     p.add_argument("--region", required=True, help="results/rois/{subject}/{region}.npy, the model's region set")
     p.add_argument("--labels", required=True, help="results/rois/{subject}.parquet, the voxel columns' ROI labels")
-    p.add_argument("--embeddings", required=True, help="results/embeddings/{name}.h5, the true image tokens")
+    p.add_argument("--embeddings", required=True, nargs="+",
+                   help="caches holding the true tokens of the test images (results/embeddings/{name}/shared.h5)")
     p.add_argument("--subject", required=True, help="subject name, e.g. subj01 (one the model was trained on)")
     p.add_argument("--families", nargs="+", required=True,
                    help="ROI family letters to score (the config's rois.families keys, e.g. V P F W B); "

@@ -7,11 +7,13 @@ must list exactly the configured labels) is its area. A voxel may belong to seve
 (``other``). A region set (config ``rois.regions``) is the union of its terms: a family letter, an area
 name, ``other`` or ``all``; it is saved as the sorted int64 column indices into the voxel matrix.
 
-Outputs per subject: ``{subject}.parquet`` (one row per column: x, y, z, each family's area or null,
-``families`` and ``areas`` joined by ``+`` or ``other``), ``{subject}/{region}.npy``, ``{subject}.counts.csv``
-(region, subject, n, total, terms) and ``{subject}.families.csv`` (per family and area: voxels among the
-columns, labelled voxels outside nsdgeneral, nsdgeneral voxels dropped by the validity policy).
-``table`` gathers the counts into Table 2's "valid voxels" column, ``n/total``.
+Outputs per subject (``labels``): ``{subject}.parquet`` (one row per column: x, y, z, each family's area or
+null, ``families`` and ``areas`` joined by ``+`` or ``other``) and ``{subject}.families.csv`` (per family and
+area: voxels among the columns, labelled voxels outside nsdgeneral, nsdgeneral voxels dropped by the validity
+policy); per subject and region set (``region``): ``{subject}/{region}.npy`` and ``{subject}/{region}.counts.csv``
+(region, subject, n, total, terms). One job per region set: adding one writes only its own files. The default
+command writes all of them for one subject at once. ``table`` gathers counts into Table 2's "valid voxels"
+column, ``n/total``.
 """
 
 from __future__ import annotations
@@ -185,38 +187,57 @@ def read_voxel_xyz(path: str | Path) -> np.ndarray:
     return xyz.astype(np.int64)
 
 
-def label_subject(rois: dict, nsd: dict, subject: str, voxels: str | Path, out_labels: str | Path,
-                  out_dir: str | Path, out_counts: str | Path, out_families: str | Path) -> pd.DataFrame:
-    """Write one subject's labels, region index files, counts and family counts. Returns the counts."""
-    terms = bcfg.region_terms({"rois": rois})
+def write_labels(families: dict, nsd: dict, subject: str, voxels: str | Path, out_labels: str | Path,
+                 out_families: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write one subject's column labels (parquet) and family counts (CSV); return both frames.
+
+    families: the ``rois.families`` config section (the labels depend on nothing else of ``rois``).
+    """
     number = layout.subject_number(subject)
     voxel_xyz = read_voxel_xyz(voxels)
-    labels, families = voxel_labels(rois, nsd, number, voxel_xyz, voxels)
-    columns = region_columns(labels, rois["regions"], terms)
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name, index in columns.items():
-        if len(index) == 0:
-            warnings.warn(f"{subject}: region {name!r} ({'+'.join(rois['regions'][name])}) has 0 voxels; "
-                          f"its index file is empty", EmptyRegionWarning, stacklevel=2)
-        _save_npy(out_dir / f"{name}.npy", index)
-        rows.append({"region": name, "subject": subject, "n": len(index), "total": len(labels),
-                     "terms": "+".join(rois["regions"][name])})
-    counts = pd.DataFrame(rows)
-    families.insert(0, "subject", subject)
-    for path, frame in ((Path(out_labels), labels), (Path(out_counts), counts), (Path(out_families), families)):
+    labels, counts = voxel_labels({"families": families}, nsd, number, voxel_xyz, voxels)
+    counts.insert(0, "subject", subject)
+    for path, frame in ((Path(out_labels), labels), (Path(out_families), counts)):
         path.parent.mkdir(parents=True, exist_ok=True)
         _save_frame(frame, path)
-
     print(f"{subject}: {len(labels)} voxel columns; per family (voxels among the columns / labelled outside "
           "nsdgeneral / in nsdgeneral but dropped by the validity policy):")
-    for row in families[families["area"].isna()].itertuples():
+    for row in counts[counts["area"].isna()].itertuples():
         print(f"  {row.family} ({row.file}): {row.columns} / {row.outside_nsdgeneral} / {row.dropped}")
     print(f"  other (no family): {int((labels['families'] == OTHER).sum())}")
-    for row in counts.itertuples():
-        print(f"  region {row.region} = {row.terms}: {row.n}/{row.total}{'  (EMPTY)' if row.n == 0 else ''}")
+    return labels, counts
+
+
+def write_region(labels: pd.DataFrame, families: dict, subject: str, name: str, members: list[str],
+                 out_npy: str | Path, out_counts: str | Path | None = None) -> dict:
+    """Write one region set's column indices (``{region}.npy``) and, if asked, its counts row (CSV: region,
+    subject, n, total, terms); return the row. Only this region's files are written, so adding a region set
+    leaves the others' files (and everything built from them) untouched."""
+    terms = bcfg.region_terms({"rois": {"families": families}})
+    index = region_columns(labels, {name: members}, terms)[name]
+    if len(index) == 0:
+        warnings.warn(f"{subject}: region {name!r} ({'+'.join(members)}) has 0 voxels; its index file is empty",
+                      EmptyRegionWarning, stacklevel=2)
+    out_npy = Path(out_npy)
+    out_npy.parent.mkdir(parents=True, exist_ok=True)
+    _save_npy(out_npy, index)
+    row = {"region": name, "subject": subject, "n": len(index), "total": len(labels), "terms": "+".join(members)}
+    if out_counts is not None:
+        _save_frame(pd.DataFrame([row]), Path(out_counts))
+    print(f"  region {name} = {row['terms']}: {row['n']}/{row['total']}{'  (EMPTY)' if row['n'] == 0 else ''}")
+    return row
+
+
+def label_subject(rois: dict, nsd: dict, subject: str, voxels: str | Path, out_labels: str | Path,
+                  out_dir: str | Path, out_counts: str | Path, out_families: str | Path) -> pd.DataFrame:
+    """Write one subject's labels, every region's index file, counts and family counts in one go (the
+    workflow runs :func:`write_labels` and one :func:`write_region` job per region instead). Returns the counts."""
+    bcfg.region_terms({"rois": rois})  # area names unique across families, before any file is written
+    labels, _ = write_labels(rois["families"], nsd, subject, voxels, out_labels, out_families)
+    rows = [write_region(labels, rois["families"], subject, name, members, Path(out_dir) / f"{name}.npy")
+            for name, members in rois["regions"].items()]
+    counts = pd.DataFrame(rows)
+    _save_frame(counts, Path(out_counts))
     return counts
 
 
@@ -269,15 +290,51 @@ def _label_parser() -> argparse.ArgumentParser:
 def _table_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m brainot.rois table",
                                      description="Gather per-subject region counts into Table 2's n/total column.")
-    parser.add_argument("counts", nargs="+", help="per-subject counts CSVs (results/rois/{subject}.counts.csv)")
+    parser.add_argument("counts", nargs="+", help="counts CSVs (results/rois/{subject}/{region}.counts.csv, or a "
+                                                  "subject's all-regions counts CSV)")
     parser.add_argument("--out", required=True, help="output CSV: region, subject, n, total, valid_voxels")
     parser.add_argument("--regions", help="JSON list of the region names in the order of the rows "
                                           "(rois.regions' order in config.yaml); default: the files' order")
     return parser
 
 
+def _labels_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m brainot.rois labels",
+                                     description="One subject's column labels and family counts (no region sets).")
+    parser.add_argument("--families", required=True, help="the rois.families config section as JSON")
+    parser.add_argument("--nsd", required=True, help="the nsd: config section as JSON (dir, space)")
+    parser.add_argument("--subject", required=True, help="subject name, e.g. subj01")
+    parser.add_argument("--voxels", required=True, help="the subject's voxel file (reads voxel_xyz)")
+    parser.add_argument("--out-labels", required=True, help="output parquet: one row per voxel column")
+    parser.add_argument("--out-families", required=True, help="output CSV: per family and area counts")
+    return parser
+
+
+def _region_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m brainot.rois region",
+                                     description="One region set's column indices and counts row, from the labels.")
+    parser.add_argument("--labels", required=True, help="the subject's labels parquet (python -m brainot.rois labels)")
+    parser.add_argument("--families", required=True, help="the rois.families config section as JSON")
+    parser.add_argument("--subject", required=True, help="subject name, e.g. subj01")
+    parser.add_argument("--name", required=True, help="the region set's name (a key of rois.regions)")
+    parser.add_argument("--terms", required=True, help="its terms as a JSON list (rois.regions.NAME)")
+    parser.add_argument("--out", required=True, help="output .npy of int64 column indices")
+    parser.add_argument("--out-counts", required=True, help="output CSV row: region, subject, n, total, terms")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "labels":
+        args = _labels_parser().parse_args(argv[1:])
+        write_labels(json.loads(args.families), json.loads(args.nsd), args.subject, args.voxels, args.out_labels,
+                     args.out_families)
+        return
+    if argv and argv[0] == "region":
+        args = _region_parser().parse_args(argv[1:])
+        write_region(pd.read_parquet(args.labels), json.loads(args.families), args.subject, args.name,
+                     json.loads(args.terms), args.out, args.out_counts)
+        return
     if argv and argv[0] == "table":
         args = _table_parser().parse_args(argv[1:])
         voxel_table(args.counts, args.out, json.loads(args.regions) if args.regions else None)

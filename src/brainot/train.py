@@ -2,7 +2,8 @@
 
     python -m brainot.train --encoder '{...}' --train '{...}' --loss '{...}' --objective ot0.5 --seed 0 \\
         --voxels results/voxels/subj01.h5 --regions results/rois/subj01/all.npy \\
-        --embeddings results/embeddings/clip-vit-l14.h5 --out-dir results/models/subj01/all/ot0.5/seed0
+        --embeddings results/embeddings/clip-vit-l14/shared.h5 results/embeddings/clip-vit-l14/subj01.h5 \\
+        --out-dir results/models/subj01/all/ot0.5/seed0
 
 The authors' recipe (``train_ot.py`` / ``train_brainx_ot.py`` of OT-Alignment4brain-to-image, UMBRAE's
 ``train.py``): AdamW (no weight decay on biases and LayerNorm parameters) with a one-cycle learning rate
@@ -37,7 +38,7 @@ from brainot import atomic
 from brainot import config as bcfg
 from brainot import fingerprint as fp
 from brainot.atomic import set_aside
-from brainot.data import SubjectData, embedding_shape, load_subject, region_of, subject_of
+from brainot.data import SubjectData, embedding_name, embedding_shape, load_subject, region_of, subject_of
 from brainot.encoder import BrainX, build_encoder, count_parameters, model_spec
 from brainot.retrieval import top1
 
@@ -175,7 +176,7 @@ def set_rng_states(states: dict) -> None:
 
 def run_fingerprint(args, cfg: dict) -> dict:
     """What a checkpoint depends on: the run's config and the identity of every input file."""
-    inputs = {"embeddings": args.embeddings}
+    inputs = {f"embeddings {i}": path for i, path in enumerate(args.embeddings)}
     for v, r in zip(args.voxels, args.regions):
         inputs[f"voxels {subject_of(v)}"], inputs[f"regions {subject_of(v)}"] = v, r
     return fp.make(cfg, inputs)
@@ -291,7 +292,7 @@ def run_config(args, subjects: list[SubjectData], spec: dict, sched: Schedule) -
         "region": region_of(args.regions[0]),
         "objective": args.objective,
         "seed": args.seed,
-        "embedding": {"name": Path(args.embeddings).stem, "tokens": tokens, "dim": dim},
+        "embedding": {"name": embedding_name(args.embeddings), "tokens": tokens, "dim": dim},
         "n_train": {s.subject: int(s.train_voxels.shape[0]) for s in subjects},
         "n_test": {s.subject: int(s.test_voxels.shape[0]) for s in subjects},
         "batch_size": sched.batch,
@@ -428,7 +429,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="results/voxels/{subject}.h5 of every subject of the training set")
     p.add_argument("--regions", nargs="+", required=True,
                    help="results/rois/{subject}/{region}.npy, one per --voxels file, in the same order")
-    p.add_argument("--embeddings", required=True, help="results/embeddings/{name}.h5 (image tokens)")
+    p.add_argument("--embeddings", required=True, nargs="+",
+                   help="image-token caches holding every train and test image of the --voxels files: "
+                        "results/embeddings/{name}/shared.h5 and .../{subject}.h5 of each subject")
     p.add_argument("--out-dir", required=True, help="writes model.pt, config.json, log.jsonl, checkpoint.pt here")
     p.add_argument("--device", default="auto", help="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--threads", type=int, default=1,

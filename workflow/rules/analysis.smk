@@ -1,6 +1,6 @@
 # Analyses of the paper's section 5.3: region importance (Fig. 4) and embedding visualisation (Fig. 6, Table 3).
-# Settings: config analysis: (docs/analysis.md). Uses TS, TSUBJ, TSEED, ROI_OBJECTIVE (evaluate.smk), EMBEDDINGS
-# (train.smk).
+# Settings: config analysis: (docs/analysis.md). Uses TS, TSUBJ, TSEED, ROI_OBJECTIVE (evaluate.smk), embedding_cache
+# (common.smk).
 
 from brainot import embedding_viz as analysis_viz
 from brainot import importance as analysis_importance
@@ -25,7 +25,7 @@ rule importance:
         voxels=f"results/voxels/{TSUBJ}.h5",
         region=f"results/rois/{TSUBJ}/{IMPORTANCE_REGION}.npy",
         labels=f"results/rois/{TSUBJ}.parquet",
-        embeddings=EMBEDDINGS,
+        embeddings=embedding_cache(SHARED_IMAGES),   # the test images
     output:
         csv=report("results/tables/importance.csv", caption="../report/importance.rst",
                    category=ANALYSIS_CATEGORY, subcategory="Fig. 4: region importance"),

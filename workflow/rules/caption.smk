@@ -4,7 +4,8 @@
 rule demo_captioner:
     """A tiny Shikra-format captioner trained on the demo CLIP's tokens of the training images (demo only)."""
     input:
-        embeddings=EMBEDDINGS,
+        # every configured subject's own images (the captioner stands in for a model trained on many images)
+        embeddings=[embedding_cache(s) for s in SUBJECTS],
         stim_info=nsd_path(layout.STIM_INFO),
         captions=[nsd_path(f"{layout.CAPTIONS_DIR}/{k}") for k in layout.caption_keys()],
     output:
@@ -34,7 +35,9 @@ rule caption:
         json=f"results/captions/{RUN}/{{subject}}.json",
         parquet=f"results/captions/{RUN}/{{subject}}.parquet",
     params:
-        cfg=lambda w: cfg_json("caption"),
+        cfg=lambda w: caption_cfg_json(),
+    resources:
+        caption_batch_size=config["caption"]["batch_size"],
     log:
         f"results/captions/{RUN}/{{subject}}.log",
     benchmark:
@@ -42,14 +45,15 @@ rule caption:
     conda:
         ENV
     shell:
-        "python -m brainot.caption --cfg {params.cfg:q} --tokens {input.tokens:q} --stim-info {input.stim_info:q} "
+        "python -m brainot.caption --cfg {params.cfg:q} --batch-size {resources.caption_batch_size:q} "
+        "--tokens {input.tokens:q} --stim-info {input.stim_info:q} "
         "--out-json {output.json:q} --out-parquet {output.parquet:q} > {log:q} 2>&1"
 
 
 rule caption_image_fed:
     """The upper bound (the paper's gray Shikra-w/img row): the captioner fed the true image tokens."""
     input:
-        embeddings=EMBEDDINGS,
+        embeddings=embedding_cache(SHARED_IMAGES),   # the test images
         voxels="results/voxels/{subject}.h5",
         stim_info=nsd_path(layout.STIM_INFO),
         model=model_input(config["caption"]["model"]),
@@ -57,7 +61,9 @@ rule caption_image_fed:
         json="results/captions/image-fed/{subject}.json",
         parquet="results/captions/image-fed/{subject}.parquet",
     params:
-        cfg=lambda w: cfg_json("caption"),
+        cfg=lambda w: caption_cfg_json(),
+    resources:
+        caption_batch_size=config["caption"]["batch_size"],
     log:
         "results/captions/image-fed/{subject}.log",
     benchmark:
@@ -65,6 +71,7 @@ rule caption_image_fed:
     conda:
         ENV
     shell:
-        "python -m brainot.caption --cfg {params.cfg:q} --image-embeddings {input.embeddings:q} "
+        "python -m brainot.caption --cfg {params.cfg:q} --batch-size {resources.caption_batch_size:q} "
+        "--image-embeddings {input.embeddings:q} "
         "--voxels {input.voxels:q} --stim-info {input.stim_info:q} "
         "--out-json {output.json:q} --out-parquet {output.parquet:q} > {log:q} 2>&1"

@@ -77,8 +77,72 @@ def subject_files(wildcards):
     return [nsd_path(k) for k in layout.subject_keys(NSD, layout.subject_number(wildcards.subject), families())]
 
 
+# nsd: keys that only a subject's files depend on (which betas, masks and voxels): the shared files do not.
+SUBJECT_NSD_KEYS = ("sessions", "space", "beta_version", "valid_policy")
+
+
+def nsd_job_json(subject=None):
+    """The nsd: section as one job needs it: ``subjects`` narrowed to the job's own subject, so that adding a
+    subject to nsd.subjects reruns no job of another subject. For the shared files (``subject`` None) no subject
+    and the subject-only keys null, so that changing the sessions refetches and re-embeds nothing shared."""
+    if subject is None:
+        nsd = {**NSD, "subjects": [], **dict.fromkeys(SUBJECT_NSD_KEYS)}
+    else:
+        nsd = {**NSD, "subjects": [layout.subject_number(subject)]}
+    return bcfg.section_json({"nsd": nsd}, "nsd")
+
+
+def check_subject(subject):
+    """A subject a target asks for must be configured: the fetch, the sessions and the families come from there."""
+    if subject not in SUBJECTS:
+        raise ValueError(f"subject {subject!r} is not in nsd.subjects ({', '.join(SUBJECTS)}); add "
+                         f"{layout.subject_number(subject)} to nsd.subjects in the config to build its files")
+    return subject
+
+
+def configured_subject(wildcards):
+    """An input function that adds no file: it stops the DAG when the subject wildcard is not configured."""
+    check_subject(wildcards.subject)
+    return []
+
+
+def check_region(region):
+    """A region set a target asks for must be defined: its terms come from rois.regions."""
+    if region not in config["rois"]["regions"]:
+        raise ValueError(f"region set {region!r} is not in rois.regions ({', '.join(REGIONS)}); define it there "
+                         f"(e.g. rois.regions.{region}: [V, P]) to build its index files and encoders")
+    return region
+
+
 def trainset_subjects(trainset):
-    return [layout.subj(s) for s in config["train"]["trainsets"][trainset]]
+    """The subjects of a training set, checked against train.trainsets and nsd.subjects."""
+    trainsets = config["train"]["trainsets"]
+    if trainset not in trainsets:
+        raise ValueError(f"training set {trainset!r} is not in train.trainsets ({', '.join(trainsets)}); define it "
+                         f"there (e.g. train.trainsets.{trainset}: [1, 2]) to train on it")
+    return [check_subject(layout.subj(s)) for s in trainsets[trainset]]
+
+
+def region_labels_input(wildcards):
+    """The labels a region's index file is cut from; names the config key when the subject or region is unknown."""
+    check_region(wildcards.region)
+    return f"results/rois/{check_subject(wildcards.subject)}.parquet"
+
+
+# Image embeddings (brainot.embed): one cache of the shared (test) images and one per subject of its own images,
+# each fixed by the experiment design, so a cache never depends on which subjects or training sets exist.
+EMBEDDING_NAME = config["embedding"]["name"]
+SHARED_IMAGES = "shared"
+
+
+def embedding_cache(images):
+    """``results/embeddings/{name}/{images}.h5``; images is 'shared' or a subject."""
+    return f"results/embeddings/{EMBEDDING_NAME}/{images}.h5"
+
+
+def embeddings_for(subjects):
+    """The caches holding the train and test images of ``subjects``: the shared cache, then one per subject."""
+    return [embedding_cache(SHARED_IMAGES)] + [embedding_cache(s) for s in subjects]
 
 
 def checked_objective(wildcards):
@@ -93,3 +157,15 @@ def run_dir(trainset, region, objective, seed):
 
 
 RUN = "{trainset}/{region}/{objective}/seed{seed}"
+
+
+def embed_images_input(wildcards):
+    """No file: a subject's cache is built only for a configured subject (its images come from the design)."""
+    if wildcards.images != SHARED_IMAGES:
+        check_subject(wildcards.images)
+    return []
+
+
+def caption_cfg_json():
+    """caption: without its batch size, a throughput setting (passed as a resource): changing it reruns no caption."""
+    return json.dumps({k: v for k, v in config["caption"].items() if k != "batch_size"}, separators=(",", ":"))

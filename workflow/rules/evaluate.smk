@@ -95,7 +95,7 @@ rule table_roi:
     input:
         metrics=[RUN_METRICS.format(run_dir(TS["roi"]["trainset"], r, ROI_OBJECTIVE, TSEED))
                  for r in TS["roi"]["regions"]],
-        voxels="results/tables/voxels.csv",
+        voxels="results/tables/voxels-roi.csv",   # its subject and region sets only (rule voxel_table_roi)
         images=[p for paths in ROI_IMAGES for p in paths],
     output:
         csv=report("results/tables/roi.csv", caption="../report/roi_table.rst", category="Tables",

@@ -25,7 +25,7 @@ rule figure_correlation:
     input:
         mse=FIG1_PREDICTIONS["mse"],
         ot=FIG1_PREDICTIONS[OT_DEFAULT],
-        embeddings=EMBEDDINGS,
+        embeddings=embedding_cache(SHARED_IMAGES),   # the test images
     output:
         png=report("results/figures/correlation.png", caption="../report/correlation.rst",
                    category=FIG_CATEGORY, subcategory="Fig. 1: correlation"),
@@ -48,12 +48,14 @@ rule figure_roi_maps:
     """Fig. 3: each ROI family's areas over one subject's volume."""
     input:
         labels="results/rois/{subject}.parquet",
+        configured=configured_subject,
         nsdgeneral=nsd_path(layout.roi("{subject}", "nsdgeneral", NSD["space"])),
     output:
         report("results/figures/roi_maps_{subject}.png", caption="../report/roi_maps.rst",
                category=FIG_CATEGORY, subcategory="Fig. 3: ROI maps", labels={"subject": "{subject}"}),
     params:
-        rois=lambda w: cfg_json("rois"),
+        # the families only: a region set drawn nowhere on the map is no reason to redraw it
+        rois=lambda w: json.dumps({"families": config["rois"]["families"]}, separators=(",", ":")),
         cfg=lambda w: cfg_json("figures", "roi_maps"),
     log:
         "logs/figures/roi_maps_{subject}.log",

@@ -52,7 +52,7 @@ rule fetch_shared:
         [nsd_path(f"{layout.CAPTIONS_DIR}/{k}") for k in layout.caption_keys()],
         manifest=f"{NSD_DIR}/manifest/shared.tsv",
     params:
-        nsd=lambda w: cfg_json("nsd"),
+        nsd=lambda w: nsd_job_json(),
     log:
         "logs/fetch/shared.log",
     benchmark:
@@ -66,12 +66,13 @@ rule fetch_shared:
 rule fetch_subject:
     """One subject's betas, validity masks and ROI volumes for the configured sessions and families."""
     input:
-        source_input,
+        source=source_input,
+        configured=configured_subject,
     output:
         [nsd_path(k) for k in layout.subject_keys(NSD, "{subject}", families())],
         manifest=f"{NSD_DIR}/manifest/{{subject}}.tsv",
     params:
-        nsd=lambda w: cfg_json("nsd"),
+        nsd=lambda w: nsd_job_json(w.subject),
         families=lambda w: json.dumps(families()),
     log:
         "logs/fetch/{subject}.log",
@@ -97,12 +98,12 @@ rule extract:
     input:
         design=nsd_path(layout.EXPDESIGN),
         stim_info=nsd_path(layout.STIM_INFO),
-        subject=[nsd_path(k) for k in layout.subject_keys(NSD, "{subject}", families())],
+        subject=lambda w: [nsd_path(k) for k in layout.subject_keys(NSD, check_subject(w.subject), families())],
     output:
         voxels="results/voxels/{subject}.h5",
         validity="results/voxels/{subject}.validity.tsv",
     params:
-        nsd=lambda w: cfg_json("nsd"),
+        nsd=lambda w: nsd_job_json(w.subject),
     log:
         "logs/extract/{subject}.log",
     benchmark:

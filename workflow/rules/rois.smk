@@ -1,35 +1,59 @@
-# ROIs: per-voxel family/area labels and the column indices of every configured region set.
+# ROIs: per-voxel family/area labels, then one job per region set's column indices (adding a region set runs
+# only its own jobs; the other region files, and the encoders trained on them, stay untouched).
 
 
-rule rois:
-    """Family/area labels of every voxel column and the column indices of each configured region set."""
+rule roi_labels:
+    """Family/area labels of every voxel column, and per-family voxel counts (depend on rois.families only)."""
     input:
         voxels="results/voxels/{subject}.h5",
+        configured=configured_subject,
         volumes=[nsd_path(layout.roi("{subject}", f, NSD["space"])) for f in ["nsdgeneral"] + families()],
         ctabs=[nsd_path(layout.ctab("{subject}", f)) for f in families()],
     output:
         labels="results/rois/{subject}.parquet",
-        regions=[f"results/rois/{{subject}}/{r}.npy" for r in REGIONS],
-        counts="results/rois/{subject}.counts.csv",
         families="results/rois/{subject}.families.csv",
     params:
-        rois=lambda w: cfg_json("rois"),
-        nsd=lambda w: cfg_json("nsd"),
-        out_dir=lambda w, output: os.path.dirname(output.regions[0]),
+        families=lambda w: cfg_json("rois", "families"),
+        nsd=lambda w: nsd_job_json(w.subject),
     log:
         "logs/rois/{subject}.log",
+    benchmark:
+        "benchmarks/rois/{subject}.tsv"
     conda:
         ENV
     shell:
-        "python -m brainot.rois --rois {params.rois:q} --nsd {params.nsd:q} --subject {wildcards.subject:q} "
-        "--voxels {input.voxels:q} --out-labels {output.labels:q} --out-dir {params.out_dir:q} "
-        "--out-counts {output.counts:q} --out-families {output.families:q} > {log:q} 2>&1"
+        "python -m brainot.rois labels --families {params.families:q} --nsd {params.nsd:q} "
+        "--subject {wildcards.subject:q} --voxels {input.voxels:q} --out-labels {output.labels:q} "
+        "--out-families {output.families:q} > {log:q} 2>&1"
+
+
+rule roi_region:
+    """One region set's column indices into one subject's voxel matrix, and its voxel count."""
+    input:
+        labels=region_labels_input,
+    output:
+        npy="results/rois/{subject}/{region}.npy",
+        counts="results/rois/{subject}/{region}.counts.csv",
+    params:
+        families=lambda w: cfg_json("rois", "families"),
+        # This region's terms only: another region set's definition is no input of this one.
+        terms=lambda w: json.dumps(config["rois"]["regions"][w.region]),
+    log:
+        "logs/rois/{subject}/{region}.log",
+    benchmark:
+        "benchmarks/rois/{subject}/{region}.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m brainot.rois region --labels {input.labels:q} --families {params.families:q} "
+        "--subject {wildcards.subject:q} --name {wildcards.region:q} --terms {params.terms:q} "
+        "--out {output.npy:q} --out-counts {output.counts:q} > {log:q} 2>&1"
 
 
 rule voxel_table:
     """Table 2's 'valid voxels' column, n/total per region set and subject."""
     input:
-        expand("results/rois/{subject}.counts.csv", subject=SUBJECTS),
+        expand("results/rois/{subject}/{region}.counts.csv", subject=SUBJECTS, region=REGIONS),
     output:
         csv=report("results/tables/voxels.csv", caption="../report/voxels_table.rst", category="Tables",
                    subcategory="Voxels per region set"),
@@ -37,7 +61,28 @@ rule voxel_table:
         regions=lambda w: json.dumps(REGIONS, separators=(",", ":")),
     log:
         "logs/tables/voxels.log",
+    benchmark:
+        "benchmarks/tables/voxels.tsv"
     conda:
         ENV
     shell:
         "python -m brainot.rois table {input:q} --regions {params.regions:q} --out {output.csv:q} > {log:q} 2>&1"
+
+
+rule voxel_table_roi:
+    """The voxel counts Table 2 prints: its subject and region sets only, so that Table 2 needs no other subject."""
+    input:
+        # TS, TSUBJ: evaluate.smk, read when the DAG is built
+        lambda w: expand("results/rois/{subject}/{region}.counts.csv", subject=TSUBJ, region=TS["roi"]["regions"]),
+    output:
+        "results/tables/voxels-roi.csv",
+    params:
+        regions=lambda w: json.dumps(TS["roi"]["regions"], separators=(",", ":")),
+    log:
+        "logs/tables/voxels-roi.log",
+    benchmark:
+        "benchmarks/tables/voxels-roi.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m brainot.rois table {input:q} --regions {params.regions:q} --out {output:q} > {log:q} 2>&1"

@@ -1,10 +1,8 @@
 # Training the fMRI encoder per (training set, region set, objective, seed), and predicting test tokens.
 
-EMBEDDINGS = f"results/embeddings/{config['embedding']['name']}.h5"
-
-
 # The train: keys a run reads. Passing only these (and the loss section without its default mass, which the
-# objective wildcard replaces) keeps a new training set or another default mass from rerunning every model.
+# objective wildcard replaces; none for MSE) keeps a new training set or another default mass from rerunning every
+# model.
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay")
 
 
@@ -12,8 +10,8 @@ rule train:
     """The fMRI encoder of one training set, region set, objective and seed; resumes from its checkpoint."""
     input:
         voxels=lambda w: [f"results/voxels/{s}.h5" for s in trainset_subjects(w.trainset)],
-        regions=lambda w: [f"results/rois/{s}/{w.region}.npy" for s in trainset_subjects(w.trainset)],
-        embeddings=EMBEDDINGS,
+        regions=lambda w: [f"results/rois/{s}/{check_region(w.region)}.npy" for s in trainset_subjects(w.trainset)],
+        embeddings=lambda w: embeddings_for(trainset_subjects(w.trainset)),
         objective=checked_objective,
     output:
         model=f"results/models/{RUN}/model.pt",
@@ -21,7 +19,9 @@ rule train:
     params:
         encoder=lambda w: cfg_json("encoder"),
         train=lambda w: json.dumps({k: config["train"][k] for k in TRAIN_KEYS}, sort_keys=True, separators=(",", ":")),
-        loss=lambda w: json.dumps({k: v for k, v in config["loss"].items() if k != "mass"}, sort_keys=True,
+        # MSE reads no loss setting: an OT setting changed reruns the OT runs only.
+        loss=lambda w: json.dumps({} if w.objective == "mse" else
+                                  {k: v for k, v in config["loss"].items() if k != "mass"}, sort_keys=True,
                                   separators=(",", ":")),
         out_dir=lambda w, output: os.path.dirname(output.model),
     log:

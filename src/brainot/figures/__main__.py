@@ -29,7 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="predictions HDF5 files (tokens, nsd_id) of the models to compare, one heatmap each")
     c.add_argument("--objectives", nargs="+", required=True,
                    help="the objective of each predictions file, in the same order: mse or ot<lambda> (e.g. ot0.5)")
-    c.add_argument("--embeddings", required=True, help="image embeddings HDF5 (tokens, nsd_id) the models learned")
+    c.add_argument("--embeddings", required=True, nargs="+",
+                   help="image embedding caches (tokens, nsd_id) holding the test images the models predict")
     c.add_argument("--cfg", type=_json, required=True,
                    help='the figures.correlation section as JSON: {"n_images": 32, "pooling": "mean", "center": true}')
     c.add_argument("--out-png", required=True, help="output figure (PNG)")
