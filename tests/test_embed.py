@@ -219,6 +219,12 @@ def test_a_torn_part_is_set_aside_and_remade(tmp_path, clip_dir, stimuli, voxel_
                                    reference_tokens(clip_dir, stimuli, ids, -2)[:, 1:], rtol=2e-3, atol=2e-3)
 
 
+def test_the_batch_size_is_required_from_the_cli_or_the_cfg(tmp_path, clip_dir, simulated_nsd):
+    with pytest.raises(embed.EmbedError, match=r"--batch-size: required when --cfg holds no batch_size"):
+        run_cli({"model": str(clip_dir), "layer": -2, "drop_cls": True}, simulated_nsd, "shared", tmp_path / "o.h5")
+    assert not (tmp_path / "o.h5").exists()
+
+
 def test_bad_inputs_are_named(tmp_path, clip_dir, stimuli):
     ids_only_train = tmp_path / "subj01.h5"
     with h5py.File(ids_only_train, "w") as fh:
