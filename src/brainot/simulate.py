@@ -88,7 +88,8 @@ from brainot.simulator import design as ds
 from brainot.simulator import scenes as sc
 from brainot.simulator import writer
 
-STREAMS = {"design": 1, "scenes": 2, "captions": 3, "anatomy": 4, "tuning": 5, "trials": 6, "validity": 7, "table": 8}
+STREAMS = {"design": 1, "scenes": 2, "captions": 3, "anatomy": 4, "tuning": 5, "trials": 6, "validity": 7, "table": 8,
+           "distractor": 9}
 CAPTIONS_PER_IMAGE = 5
 IMAGE_BATCH = 256
 CAPTION_ID_START = 100000
@@ -138,15 +139,16 @@ def check_sessions(nsd: dict, n_sessions: int, synthetic: dict) -> None:
 
 
 def _write_stimuli(out: Path, scenes: list[sc.Scene], size: int, grid: int) -> np.ndarray:
-    """Draw every image into ``imgBrick``; return their (N, grid * grid) local contrast."""
+    """Draw every image into ``imgBrick``; return their (N, grid * grid) local contrast without the distractor
+    (what the simulated early visual cortex sees, :func:`brainot.simulator.scenes.draw_views`)."""
     n = len(scenes)
     contrast = np.zeros((n, grid * grid), dtype=np.float32)
     with writer.h5_file(out / layout.STIMULI) as fh:
         brick = fh.create_dataset("imgBrick", shape=(n, size, size, 3), dtype=np.uint8, track_times=False)
         for start in tqdm(range(0, n, IMAGE_BATCH), desc="stimuli", unit="batch", file=sys.stderr):
-            images = np.stack([sc.draw(s, size) for s in scenes[start:start + IMAGE_BATCH]])
-            brick[start:start + len(images)] = images
-            contrast[start:start + len(images)] = sc.contrast_grid(images, grid)
+            shown, seen = (np.stack(v) for v in zip(*(sc.draw_views(s, size) for s in scenes[start:start + IMAGE_BATCH])))
+            brick[start:start + len(shown)] = shown
+            contrast[start:start + len(seen)] = sc.contrast_grid(seen, grid)
     return contrast
 
 
@@ -183,7 +185,8 @@ def _simulate_subject(out: Path, subject: int, d: ds.Design, st: sc.SceneTable, 
 
     images = d.subjectim[subject - 1] - 1          # 0-based nsdId of each 10k-index
     subject_table = sc.SceneTable(**{k: v[images] for k, v in vars(st).items()})
-    signal = br.responses(anatomy, subject_table, contrast[images], rng_for(seed, "tuning", subject))
+    signal = br.responses(anatomy, subject_table, contrast[images], synthetic["amplitude"],
+                          rng_for(seed, "tuning", subject))
 
     invalid = br.invalid_masks(anatomy, d.n_sessions, rng_for(seed, "validity", subject))
     valid = br.to_volume((~invalid).astype(np.uint8), anatomy)
@@ -249,7 +252,7 @@ def simulate(out_dir: str | Path, synthetic: dict, nsd: dict) -> dict:
     table = ds.stim_info(d, table_rng)
     writer.write_csv(out / layout.STIM_INFO, table)
 
-    scenes = sc.sample_scenes(d.n_images, rng_for(seed, "scenes"))
+    scenes = sc.sample_scenes(d.n_images, rng_for(seed, "scenes"), synthetic["scenes"], rng_for(seed, "distractor"))
     contrast = _write_stimuli(out, scenes, size, grid)
     n_captions = _write_captions(out, scenes, table, size, rng_for(seed, "captions"))
     scene_table = sc.scene_table(scenes)
