@@ -29,6 +29,7 @@ rule all:
         "results/tables/roi.csv",
         "results/tables/methods.csv",
         "results/tables/lambda.csv",
+        "results/tables/claims.csv",
         "results/tables/voxels.csv",
         ANALYSIS_TARGETS,
         FIGURE_TARGETS,

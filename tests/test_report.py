@@ -101,7 +101,7 @@ def test_correlation_table_matches_a_direct_computation(micro_workflow, micro_cf
     subject = f"subj{ts['subject']:02d}"
     for objective, row in zip(objectives, table.itertuples()):
         pred_path = micro_workflow / (f"results/predictions/{ts['methods']['s1']}/{ts['methods']['region']}/"
-                                      f"{objective}/seed{ts['seed']}/{subject}.h5")
+                                      f"{objective}/seed{ts['seeds'][0]}/{subject}.h5")
         with h5py.File(pred_path, "r") as fh:
             pred, ids = fh["tokens"][()].astype(np.float64), fh["nsd_id"][()]
         image = data.read_tokens(micro_workflow / f"results/embeddings/{micro_cfg['embedding']['name']}.h5",
@@ -125,7 +125,7 @@ def test_case_study_table_holds_the_runs_captions(micro_workflow, micro_cfg):
     refs = json.loads((micro_workflow / f"results/references/{subject}.json").read_text())
     objective = bcfg.objective("ot", micro_cfg["loss"]["mass"]) if ts["roi"]["loss"] == "ot" else "mse"
     captions = {r: json.loads((micro_workflow / f"results/captions/{ts['roi']['trainset']}/{r}/{objective}/"
-                                               f"seed{ts['seed']}/{subject}.json").read_text())
+                                               f"seed{ts['seeds'][0]}/{subject}.json").read_text())
                 for r in fig["regions"]}
     n_test = len(refs)
     positions = np.unique(np.linspace(0, n_test - 1, min(fig["n_images"], n_test)).round().astype(int)).tolist()

@@ -292,3 +292,25 @@ def test_references_reject_an_unordered_test_set(tmp_path):
         fh["test/nsd_id"] = np.array([5, 3], dtype=np.int64)
     with pytest.raises(references.ReferencesError, match="voxels.h5: test/nsd_id is not strictly ascending"):
         references.test_nsd_ids(tmp_path / "voxels.h5")
+
+
+@pytest.mark.slow
+def test_per_image_scores_recompute_the_headline(rule_run, nsd_inputs):
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    from brainot import image_scores
+
+    table, corpus = image_scores.read(nsd_inputs["dir"] / "metrics" / "run" / "subj01.images.parquet")
+    assert len(table) == len(CANDIDATES) and "SPICE" not in table.columns
+    recomputed = image_scores.corpus_scores(table, corpus)
+    res, gts = M.ptb_tokenize(CANDIDATES, REFERENCES)
+    exact = [*Bleu(4).compute_score(gts, res, verbose=0)[0], Rouge().compute_score(gts, res)[0],
+             Cider().compute_score(gts, res)[0]]
+    for name, value in zip(("BLEU1", "BLEU2", "BLEU3", "BLEU4", "ROUGE", "CIDEr"), exact):
+        assert recomputed[name] == pytest.approx(value, rel=0, abs=1e-9), name
+    # METEOR (the jar's corpus score), CLIP-S and RefCLIP-S against the JSON's 2 decimals
+    for name in ("METEOR", "CLIP-S", "RefCLIP-S"):
+        assert 100 * recomputed[name] == pytest.approx(rule_run[name], abs=0.005), name
+    assert recomputed["METEOR"] != pytest.approx(table["METEOR"].mean(), abs=1e-6)

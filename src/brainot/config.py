@@ -129,6 +129,20 @@ def check(config: dict) -> None:
                            ("tables.lambda.trainset", tables["lambda"]["trainset"])):
         if trainset not in trainsets:
             raise ConfigError(f"{path}: {trainset!r} is not a training set of train.trainsets ({', '.join(trainsets)})")
+    for i, claim in enumerate(tables["claims"]):
+        for side in ("a", "b"):
+            path, run = f"tables.claims[{i}].{side}", claim[side]
+            if run["region"] not in regions:
+                raise ConfigError(f"{path}.region: {run['region']!r} is not a region set of rois.regions "
+                                  f"({', '.join(regions)})")
+            if run["trainset"] not in trainsets:
+                raise ConfigError(f"{path}.trainset: {run['trainset']!r} is not a training set of train.trainsets "
+                                  f"({', '.join(trainsets)})")
+            if run["objective"] != "ot":
+                try:
+                    parse_objective(run["objective"])
+                except ConfigError as exc:
+                    raise ConfigError(f"{path}.objective: {exc}") from None
 
 
 def objective(loss: str, mass: float | None = None) -> str:

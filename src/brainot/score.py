@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from brainot import image_scores
 from brainot import metrics as M
 
 
@@ -134,8 +135,9 @@ def x100(value: float) -> float | None:
 
 
 def clip_scores(candidates: list[str], references: list[list[str]], images: Iterable, clip_model: str,
-                batch_size: int = 64, device: str = "cpu") -> tuple[float, float]:
-    """Mean CLIP-S and RefCLIP-S (CLIPScore's scale, not x100) of candidates against their images and references."""
+                batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Per-image CLIP-S and RefCLIP-S (CLIPScore's scale, not x100) of candidates against their images and
+    references; the corpus scores are their means."""
     n = len(candidates)
     model, processor = M.load_clip(clip_model, device)
     image_feats = M.encode_images(model, processor, images, total=n, progress="CLIP images")
@@ -147,20 +149,22 @@ def clip_scores(candidates: list[str], references: list[list[str]], images: Iter
     ref_feats = M.encode_texts(model, processor, flat, batch_size, progress="CLIP references")
     per_clip = M.clip_s(image_feats, cand_feats)
     per_ref = M.ref_clip_s(per_clip, M.best_reference_cos(cand_feats, ref_feats, owner))
-    return float(np.mean(per_clip)), float(np.mean(per_ref))
+    return per_clip, per_ref
 
 
 def score(candidates: list[str], references: list[list[str]], images: Iterable | None = None,
           clip_model: str | None = None, spice_jars: str | None = None, spice_cache: str | None = None,
-          batch_size: int = 64, device: str = "cpu", log=sys.stderr) -> dict:
+          batch_size: int = 64, device: str = "cpu", log=sys.stderr, images_out: str | Path | None = None) -> dict:
     """The ten metrics x100 (2 decimals; None when unavailable), ``n`` and ``unavailable`` (metric -> reason).
 
     ``images``: batches of (B, H, W, 3) uint8 RGB arrays, one image per candidate in order (None: CLIP-S and
     RefCLIP-S unavailable). ``clip_model``: what ``CLIPModel.from_pretrained`` loads. CLIP runs first so that
-    a bad model or image fails before the JVM metrics' minute.
+    a bad model or image fails before the JVM metrics' minute. ``images_out``: where to write the per-image
+    scores (:mod:`brainot.image_scores`; None: not written).
     """
     n = len(candidates)
     raw: dict[str, float] = {}
+    each: dict[str, np.ndarray] = {}
     unavailable: dict[str, str] = {}
     if images is None:
         unavailable["CLIP-S"] = "no images given (--images DIR, or --voxels and --stimuli)"
@@ -168,7 +172,8 @@ def score(candidates: list[str], references: list[list[str]], images: Iterable |
         unavailable["CLIP-S"] = "no CLIP model given (--clip-model, or score.clip_model in --cfg)"
     else:
         t0 = time.perf_counter()
-        raw["CLIP-S"], raw["RefCLIP-S"] = clip_scores(candidates, references, images, clip_model, batch_size, device)
+        each["CLIP-S"], each["RefCLIP-S"] = clip_scores(candidates, references, images, clip_model, batch_size, device)
+        raw.update({name: float(np.mean(values)) for name, values in each.items()})
         print(f"CLIP-S, RefCLIP-S with {clip_model}: {time.perf_counter() - t0:.1f} s", file=log)
     if "CLIP-S" in unavailable:
         unavailable["RefCLIP-S"] = unavailable["CLIP-S"]
@@ -177,6 +182,8 @@ def score(candidates: list[str], references: list[list[str]], images: Iterable |
     res, gts = M.ptb_tokenize(candidates, references)
     raw.update(M.coco_scores(res, gts, log))
     print(f"BLEU, METEOR, ROUGE, CIDEr on {n} images: {time.perf_counter() - t0:.1f} s", file=log)
+    if images_out is not None:
+        image_scores.save(images_out, res, gts, each, log)
 
     reason = M.spice_unavailable(spice_jars)
     if reason is None:
@@ -242,7 +249,8 @@ def main(argv=None) -> dict:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     result = score([cands[k] for k in keys], [refs[k] for k in keys], images, clip_model, spice_jars,
-                   args.spice_cache, args.batch_size, device)
+                   args.spice_cache, args.batch_size, device,
+                   images_out=image_scores.path_for(args.out) if args.out else None)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

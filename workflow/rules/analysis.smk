@@ -11,7 +11,7 @@ analysis_viz.check_config(config)
 
 ANALYSIS = config["analysis"]
 ANALYSIS_CATEGORY = "Analyses"
-# The encoders analysed are Table 2's: its training set and objective, the tables' subject and seed.
+# The encoders analysed are Table 2's: its training set and objective, the tables' subject and first seed.
 # ANALYSED_RUN.format(region) is one encoder's run directory.
 ANALYSED_RUN = run_dir(TS["roi"]["trainset"], "{}", ROI_OBJECTIVE, TSEED)
 IMPORTANCE_REGION = ANALYSIS["importance"]["region"]

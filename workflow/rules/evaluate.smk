@@ -1,14 +1,18 @@
-# The ten caption metrics per run, and the paper's tables.
-from brainot import meteor_service
+# The ten caption metrics per run, the paper's tables and the claims tested on them (docs/statistics.md).
+from brainot import claims, image_scores, meteor_service
 
 TS = config["tables"]
 TSUBJ = layout.subj(TS["subject"])
-TSEED = TS["seed"]
+TSEEDS = TS["seeds"]
+TSEED = TSEEDS[0]           # the tables' numbers, the figures and the analyses: the first seed
 OT_DEFAULT = bcfg.objective("ot", config["loss"]["mass"])
 ROI_OBJECTIVE = OT_DEFAULT if TS["roi"]["loss"] == "ot" else "mse"
 
 # The metrics JSON of one run of the tables' subject: RUN_METRICS.format(run_dir(trainset, region, objective, TSEED)).
 RUN_METRICS = f"results/metrics/{{}}/{TSUBJ}.json"
+# The per-image scores of one table cell, one file per seed of tables.seeds (first seed first).
+CELL_IMAGES = lambda trainset, region, objective: [
+    str(image_scores.path_for(RUN_METRICS.format(run_dir(trainset, region, objective, s)))) for s in TSEEDS]
 
 
 # One METEOR JVM for every score job of a local run (brainot.meteor_service): each job would otherwise spend
@@ -50,7 +54,8 @@ rule references:
 
 
 rule score:
-    """The ten metrics x100 of one run's captions (SPICE n/a with the reason when no CoreNLP jars)."""
+    """The ten metrics x100 of one run's captions (SPICE n/a with the reason when no CoreNLP jars), and the
+    per-image scores the tables' intervals resample."""
     input:
         captions="results/captions/{run}/{subject}.json",
         references="results/references/{subject}.json",
@@ -58,7 +63,8 @@ rule score:
         stimuli=nsd_path(layout.STIMULI),
         clip=model_input(config["score"]["clip_model"]),
     output:
-        "results/metrics/{run}/{subject}.json",
+        json="results/metrics/{run}/{subject}.json",
+        images="results/metrics/{run}/{subject}.images.parquet",   # brainot.image_scores.path_for
     params:
         cfg=lambda w: cfg_json("score"),
     log:
@@ -71,7 +77,7 @@ rule score:
         ENV
     shell:
         "python -m brainot.score --cfg {params.cfg:q} --candidates {input.captions:q} --references {input.references:q} "
-        "--voxels {input.voxels:q} --stimuli {input.stimuli:q} --out {output:q} > {log:q} 2>&1"
+        "--voxels {input.voxels:q} --stimuli {input.stimuli:q} --out {output.json:q} > {log:q} 2>&1"
 
 
 rule table_roi:
@@ -137,3 +143,28 @@ rule table_lambda:
     shell:
         "python -m brainot.tables lambda --metrics {input.metrics:q} --regions {params.regions:q} "
         "--masses {params.masses:q} --out {output.csv:q} > {log:q} 2>&1"
+
+
+# ---- claims.csv: the paper's comparisons as paired bootstrap tests (brainot.claims, docs/statistics.md)
+CLAIMS = claims.config_claims(config, CELL_IMAGES)
+
+
+rule claims:
+    """The paper's comparisons, each a paired difference on the same test images with its bootstrap interval,
+    p-value and verdict (supported, contradicted, inconclusive)."""
+    input:
+        sorted({p for c in CLAIMS for side in ("a", "b") for run in c[side] for p in run["images"]}),
+    output:
+        csv=report("results/tables/claims.csv", caption="../report/claims_table.rst", category="Tables",
+                   subcategory="Claims"),
+        parquet="results/tables/claims.parquet",
+    params:
+        spec=json.dumps({**TS["bootstrap"], "claims": CLAIMS}),
+    log:
+        "logs/tables/claims.log",
+    benchmark:
+        "benchmarks/tables/claims.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m brainot.claims --spec {params.spec:q} --out {output.csv:q} > {log:q} 2>&1"
