@@ -17,12 +17,15 @@ the rest are unique to each subject, so there are ``n_shared + 8 * (images_per_s
 (NSD: 1000 + 8 * 9000 = 73000). Only the subjects of ``nsd.subjects`` get per-subject files.
 
 Scenes (:mod:`brainot.simulator.scenes`). Every image has a place background (beach, street, kitchen, forest,
-mountain, bedroom: distinct colour layouts) and, independently: a person (45%: man / woman / child;
-standing / sitting / waving; face visible 80%, else seen from behind; smiling or not), or else a close-up
-face (15% of the rest); a sign with a word (35%: stop, open, cafe, exit, sale) drawn in 3x5 glyph strokes;
-0-3 coloured objects (ball, box, kite in six colours). Five captions per image come from a small grammar:
-**every caption names the place**; the person (with pose and smile), the face, the sign's word and the
-objects with their colours are each mentioned in some captions.
+mountain, bedroom: distinct colour layouts) and, independently: a person (``synthetic.scenes.person.p``,
+default 45%: man / woman / child; standing / sitting / waving; face visible 80%, else seen from behind; smiling
+or not), or else a close-up face (``closeup.p``, 15% of the rest); a sign with a word (``sign.p``, 35%: stop,
+open, cafe, exit, sale) drawn in 3x5 glyph strokes; 0-3 coloured objects (ball, box, kite in six colours);
+and, with ``distractor.p`` (default 0), a disc of magenta or lime light that shifts hue, not luminance.
+Persons, faces and signs are drawn at ``figure_scale`` times their base size. Five captions per image come
+from a small grammar: **every caption names the place**; the person (with pose and smile), the face, the
+sign's word and the distractor are each named with their ``mention`` probability, the objects with their
+colours in some captions.
 
 Voxels (:mod:`brainot.simulator.brain`). Each subject's volume is NSD's (X, Y, Z) shape times
 ``volume_scale`` (rounded); the brain is a deformed ellipsoid, its inner core is "outside cortex" (-1), the
@@ -35,7 +38,8 @@ nsdgeneral, sized after the paper's Table 2 (V 27% of nsdgeneral, B 15, P 12, F 
 30% "other"). Each category family also takes 6% of its size from a neighbouring category family (floc
 ROIs overlap) and about 1% from the cortex just outside nsdgeneral; subj02 has no mTL-faces voxels (as some
 NSD subjects lack a label). Responses, each z-scored over the subject's images and scaled by a per-voxel gain
-(uniform 0.7-1.3) around the family amplitude (percent signal change; the trial noise sd is ``noise``):
+(uniform 0.7-1.3) around the population's ``synthetic.amplitude`` (percent signal change, defaults below; the
+trial noise sd is ``noise``). No voxel responds to the distractor: V sees the image without it.
 
 - V (prf-visualrois): retinotopic pRFs pooling a grid of local luminance contrast; pRF centre from the
   voxel's position (contralateral, upper field ventral), size growing V1 < V2 < V3 < hV4. Amplitude 0.35.
