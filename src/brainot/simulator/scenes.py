@@ -55,6 +55,7 @@ class Scene:
 
     place: int
     horizon: float
+    mention: tuple[float, float, float, float]   # naming probability per caption: person, close-up, sign, distractor
     person: int = -1            # index into PEOPLE, -1 none
     pose: int = -1              # index into POSES
     person_x: float = 0.5
@@ -69,7 +70,6 @@ class Scene:
     distractor: int = -1        # index into HUES, -1 none
     distractor_yxr: tuple[float, float, float] = (0.5, 0.5, 0.2)   # centre and radius of the disc of light
     chroma: float = 0.0         # RGB levels along ISOLUMINANT at the disc
-    mention: tuple[float, float, float, float] = (0.9, 0.95, 0.7, 0.9)   # person, close-up, sign, distractor
 
 
 def sample_scenes(n: int, rng: np.random.Generator, knobs: dict,
