@@ -435,3 +435,17 @@ def test_cli_help_and_config_error(tmp_path, sim_cfg, capsys):
     assert failed.returncode == 2
     assert re.search(r"nsd\.sessions: 1\.\.40 is not within the 4 sessions", failed.stderr)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("key, value", [(("scenes", "figure_scale"), 3.0), (("scenes", "distractor", "p"), 1.5),
+                                        (("amplitude", "P"), -0.1), (("scenes", "person", "colour"), "red")])
+def test_bad_knobs_are_named(tmp_path, sim_cfg, key, value):
+    syn = copy.deepcopy(sim_cfg["synthetic"])
+    section = syn
+    for part in key[:-1]:
+        section = section[part]
+    section[key[-1]] = value
+    where = "synthetic." + ".".join(key[:-1] if key[-1] == "colour" else key)
+    with pytest.raises(ConfigError, match=re.escape(where)):
+        simulate(tmp_path, syn, sim_cfg["nsd"])
+    assert not any(tmp_path.iterdir())
