@@ -61,3 +61,36 @@ def test_one_meteor_jvm_scored_every_run(micro_workflow):
     assert len(score_logs) >= 2
     for log in score_logs:
         assert "METEOR: scored by the run's shared JVM" in log.read_text(), log
+
+
+def test_claims_have_their_rows_and_intervals_around_the_estimates(micro_workflow):
+    from brainot import claims
+
+    cfg = bcfg.load(REPO / "config.yaml", REPO / "demo" / "config.yaml", REPO / "tests" / "micro.yaml")
+    table = pd.read_csv(micro_workflow / "results" / "tables" / "claims.csv")
+    assert list(table.columns[:9]) == ["claim", "metric", "a", "b", "estimate", "lo", "hi", "p", "verdict"]
+    names = ["synergy", "ot_vs_mse_s1", "ot_vs_mse_cross"] + [f"partial_mass_{r}" for r in cfg["tables"]["lambda"]["regions"]]
+    assert list(dict.fromkeys(table["claim"])) == names
+    assert list(table[table["claim"] == "synergy"]["metric"]) == list(claims.CLAIM_METRICS)
+    assert set(table["n_images"]) == {cfg["synthetic"]["n_shared"]}
+    measured = table.dropna(subset=["lo", "hi"])
+    assert set(measured["metric"]) >= {"CIDEr", "METEOR", "ROUGE", "BLEU4", "CLIP-S"}
+    # 4 decimals in the CSV: the bounds may equal the estimate (a metric no resample moves, e.g. both runs 0)
+    assert ((measured["lo"] <= measured["estimate"] + 1e-4) & (measured["estimate"] <= measured["hi"] + 1e-4)).all()
+    assert set(table["verdict"]) <= set(claims.VERDICTS)
+    for row in measured.itertuples():
+        assert row.verdict == claims.verdict(row.lo, row.hi, row.expect), row
+    # the synergy row's b is the best single family on each metric, by the roi table's headline numbers
+    roi = pd.read_csv(micro_workflow / "results" / "tables" / "roi.csv").set_index("region")
+    families = [r for r in cfg["tables"]["roi"]["regions"] if r in FAMILIES]
+    cider = table[(table["claim"] == "synergy") & (table["metric"] == "CIDEr")].iloc[0]
+    assert cider["b"].split("/")[1] == roi.loc[families, "CIDEr"].idxmax()
+    assert cider["estimate"] == pytest.approx(roi.loc["all", "CIDEr"] - roi.loc[families, "CIDEr"].max(), abs=0.011)
+
+
+def test_table_intervals_contain_the_tables_numbers(tables):
+    for name in ("roi", "lambda"):
+        table = tables[name]
+        for metric in ("BLEU4", "METEOR", "ROUGE", "CIDEr", "CLIP-S"):
+            lo, mid, hi = (table[c].astype(float) for c in (f"{metric}_lo", metric, f"{metric}_hi"))
+            assert ((lo <= mid + 0.005) & (mid <= hi + 0.005)).all(), (name, metric)

@@ -47,7 +47,8 @@ def figure_paths(cfg):
 
 
 TABLES = ["results/tables/correlation.csv", "results/tables/case_study.csv", "results/tables/roi.csv",
-          "results/tables/methods.csv", "results/tables/lambda.csv", "results/tables/voxels.csv"]
+          "results/tables/methods.csv", "results/tables/lambda.csv", "results/tables/voxels.csv",
+          "results/tables/claims.csv"]
 
 
 def embedded_bytes(entry) -> bytes:

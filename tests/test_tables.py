@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -127,3 +128,67 @@ def test_a_new_region_set_in_the_config_is_a_new_scored_row(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     scored = set(re.findall(r"results/metrics/(\S+)/subj01\.json", out.stdout))
     assert scored == {"subj01/all/ot0.5/seed0", "subj01/FW/ot0.5/seed0"}
+
+
+def scored_run(json_path, rng, shift=0.0, n=80):
+    """A metrics JSON and its per-image file (brainot.image_scores) that agree: the JSON's numbers are the
+    per-image file's corpus scores x100. CLIP-S, RefCLIP-S and SPICE are unavailable."""
+    from brainot import image_scores
+
+    guess = rng.integers(5, 12, size=(n, 1)) - np.arange(4)
+    correct = np.minimum(guess, rng.binomial(guess, np.clip(0.5 + shift - 0.1 * np.arange(4), 0, 1)))
+    table = pd.DataFrame(np.column_stack([guess[:, 0], guess[:, 0] + rng.integers(-2, 3, size=n), guess, correct]),
+                         columns=list(image_scores.BLEU_STATS))
+    for name, scale in (("METEOR", 0.3), ("ROUGE", 0.5), ("CIDEr", 1.0)):
+        table[name] = np.clip(rng.normal(scale * (1 + shift), 0.2 * scale, size=n), 0, None)
+    corpus = {"METEOR": float(table["METEOR"].mean()) * 1.01}
+    image_scores.write(table, image_scores.path_for(json_path), corpus)
+    scores = image_scores.corpus_scores(table, corpus)
+    data = {m: (round(100 * scores[m], 2) if m in scores else None) for m in METRICS}
+    data.update(n=n, unavailable={m: "not computed here" for m in ("SPICE", "CLIP-S", "RefCLIP-S")})
+    json_path.write_text(json.dumps(data))
+    return str(json_path), str(image_scores.path_for(json_path))
+
+
+def test_intervals_bracket_this_runs_numbers_and_leave_the_papers_rows_empty(tmp_path):
+    rng = np.random.default_rng(0)
+    keys = ["image_fed", "ot_s1", "ot_cross", "mse_s1", "mse_cross"]
+    runs = {k: scored_run(tmp_path / f"{k}.json", rng, shift=0.1 * i) for i, k in enumerate(keys)}
+    # OT-S1 has a second seed 0.3 better: its interval covers both seeds; the others' runs list one file
+    runs["ot_s1_seed1"] = scored_run(tmp_path / "ot_s1_seed1.json", rng, shift=0.4)
+    images = [[runs[k][1]] for k in keys]
+    images[1].append(runs["ot_s1_seed1"][1])
+    intervals = json.dumps({"resamples": 1000, "seed": 0, "level": 0.95, "images": images})
+    out = tmp_path / "methods.csv"
+    tables.main(["methods", *[a for k in keys for a in (f"--{k.replace('_', '-')}", runs[k][0])],
+                 "--intervals", intervals, "--out", str(out)])
+    csv = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(csv.columns) == ["source", "method", *METRICS, "n", "notes", *tables.interval_columns()]
+    ours, paper = csv[csv["source"] == "this run"], csv[csv["source"] == "paper (reported)"]
+    assert (paper[tables.interval_columns()] == "").all().all()
+    assert set(ours["CLIP-S_lo"]) == {"n/a"} and set(ours["SPICE_hi"]) == {"n/a"}
+    for metric in ("BLEU1", "BLEU4", "METEOR", "ROUGE", "CIDEr"):
+        lo, mid, hi = (ours[c].astype(float) for c in (f"{metric}_lo", metric, f"{metric}_hi"))
+        assert ((lo < mid) & (mid < hi)).all(), metric
+    parquet = pd.read_parquet(out.with_suffix(".parquet"))
+    parquet = parquet[parquet["source"] == "this run"].set_index("method")
+    width = parquet["CIDEr_hi"] - parquet["CIDEr_lo"]
+    assert width["OT-S1"] > 25 > 2 * max(width["OT-Cross Subjects"], width["UMBRAE(MSE)-S1*"])
+    # the interval (seed 0 or seed 1, each ~0.3 apart in CIDEr) reaches up to the second seed's score
+    assert parquet.loc["OT-S1", "CIDEr_hi"] > parquet.loc["OT-S1", "CIDEr"] + 20
+
+
+def test_several_seeds_schedule_every_seed_of_every_cell(tmp_path):
+    """Dry run: tables.seeds [0, 2] trains and scores both seeds of each Table 2 cell; the table reads both
+    per-image files and only the first seed's metrics JSON."""
+    extra = {"tables": {"seeds": [0, 2], "roi": {"regions": ["all", "V"]}}}
+    (tmp_path / "extra.yaml").write_text(yaml.safe_dump(extra))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "results/tables/roi.csv",
+                          "-n", "-p", "--cores", "1",
+                          "--configfile", str(REPO / "demo" / "config.yaml"), str(tmp_path / "extra.yaml")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    scored = set(re.findall(r"results/metrics/(\S+)/subj01\.json", out.stdout))
+    assert scored == {f"subj01/{r}/ot0.5/seed{s}" for r in ("all", "V") for s in (0, 2)}
+    command = next(line for line in out.stdout.splitlines() if "brainot.tables roi" in line)
+    assert "seed2/subj01.images.parquet" in command and "seed2/subj01.json" not in command

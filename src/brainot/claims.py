@@ -57,9 +57,9 @@ def verdict(lo: float, hi: float, expect: str) -> str:
     return "inconclusive"
 
 
-def _best(runs: list[dict], metric: str, plan0) -> dict:
-    """The candidate with the highest headline (first seed, identity resample) on ``metric``."""
-    heads = [B.replicates(r["data"][:1], metric, *plan0)[0] for r in runs]
+def _best(runs: list[dict], metric: str) -> dict:
+    """The candidate with the highest headline (``"head"``: first seed, identity resample) on ``metric``."""
+    heads = [r["head"].get(metric, np.nan) for r in runs]
     if all(np.isnan(h) for h in heads):
         return runs[0]
     return runs[int(np.nanargmax(heads))]
@@ -116,13 +116,18 @@ def claim_rows(name: str, a: list[dict], b: list[dict], expect: str, counts: np.
     ``seed_index``: the plan (:func:`brainot.bootstrap.plan`) over these images and seeds."""
     n = counts.shape[1]
     plan0 = B.identity_plan(n)
+
+    def scored(run: dict) -> dict:
+        head = {m: v[0] for m, v in B.all_replicates(run["data"][:1], *plan0).items()}
+        return {**run, "head": head, "reps": B.all_replicates(run["data"], counts, seed_index)}
+
+    a, b = [scored(r) for r in a], [scored(r) for r in b]
+    nan = np.full(len(counts), np.nan)
     rows = []
     for metric in metrics:
-        ra, rb = _best(a, metric, plan0), _best(b, metric, plan0)
-        estimate = 100 * (B.replicates(ra["data"][:1], metric, *plan0)[0]
-                          - B.replicates(rb["data"][:1], metric, *plan0)[0])
-        diff = 100 * (B.replicates(ra["data"], metric, counts, seed_index)
-                      - B.replicates(rb["data"], metric, counts, seed_index))
+        ra, rb = _best(a, metric), _best(b, metric)
+        estimate = 100 * (ra["head"].get(metric, np.nan) - rb["head"].get(metric, np.nan))
+        diff = 100 * (ra["reps"].get(metric, nan) - rb["reps"].get(metric, nan))
         lo, hi = B.percentile_interval(diff, level)
         rows.append({"claim": name, "metric": metric, "a": ra["label"], "b": rb["label"], "estimate": estimate,
                      "lo": lo, "hi": hi, "p": B.p_value(diff), "verdict": verdict(lo, hi, expect),
@@ -146,8 +151,11 @@ def _load_side(claim: str, side: str, runs, cache: dict) -> list[dict]:
 
 def claims_table(spec: dict) -> pd.DataFrame:
     """claims.csv's rows (:data:`COLUMNS`) for a spec (module docstring), every claim on one shared plan."""
+    missing = [k for k in ("resamples", "seed", "claims") if k not in spec]
+    if missing:
+        raise ClaimsError(f"--spec: missing key(s) {missing}; expected resamples, seed, level and claims")
     cache: dict = {}
-    claims = spec.get("claims", [])
+    claims = spec["claims"]
     loaded = []
     for claim in claims:
         name = claim.get("name")

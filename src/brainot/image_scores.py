@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,13 +132,16 @@ def write(table: pd.DataFrame, path: str | Path, corpus: dict[str, float]) -> Pa
 def save(path: str | Path, res: dict, gts: dict, extra: dict[str, np.ndarray], log=sys.stderr) -> Path:
     """:func:`coco_per_image` of tokenized ``res``/``gts`` plus the per-image arrays in ``extra`` (e.g.
     ``CLIP-S``, ``RefCLIP-S``, one value per image in the same order), written to ``path`` (:func:`write`)."""
+    t0 = time.perf_counter()
     table, corpus = coco_per_image(res, gts, log)
     for name, values in extra.items():
         values = np.asarray(values, dtype=np.float64)
         if values.shape != (len(table),):
             raise ImageScoresError(f"{path}: {name} has shape {values.shape}; expected ({len(table)},)")
         table[name] = values
-    return write(table, path, corpus)
+    write(table, path, corpus)
+    print(f"per-image scores of {len(table)} images: {time.perf_counter() - t0:.1f} s ({path})", file=log)
+    return Path(path)
 
 
 def read(path: str | Path) -> tuple[pd.DataFrame, dict[str, float]]:

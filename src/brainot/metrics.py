@@ -180,11 +180,12 @@ def spice_command(jars_dir: str | Path, in_file: Path, out_file: Path, cache_dir
             "-cache", str(cache_dir), "-out", str(out_file), "-subset", "-silent"]
 
 
-def spice_score(res: dict, gts: dict, jars_dir: str | Path, cache_dir: str | Path | None = None) -> float:
-    """SPICE F-score averaged over images, as ``pycocoevalcap.spice.Spice.compute_score`` computes it.
+def spice_score(res: dict, gts: dict, jars_dir: str | Path, cache_dir: str | Path | None = None) -> np.ndarray:
+    """Per-image SPICE F-scores (N,) in ``sorted(gts)`` order; their ``np.mean`` is SPICE as
+    ``pycocoevalcap.spice.Spice.compute_score`` reports it (an image SPICE cannot score is NaN and makes the
+    mean NaN, as there).
 
-    ``res``/``gts`` are tokenized (:func:`ptb_tokenize`), as COCOEvalCap passes them. The per-image "All" F
-    is averaged with ``np.mean`` (an image SPICE cannot score makes the mean NaN, as in pycocoevalcap).
+    ``res``/``gts`` are tokenized (:func:`ptb_tokenize`), as COCOEvalCap passes them.
     ``cache_dir``: SPICE's parse cache (default: a temporary one).
     """
     if res.keys() != gts.keys():
@@ -202,7 +203,7 @@ def spice_score(res: dict, gts: dict, jars_dir: str | Path, cache_dir: str | Pat
         if done.returncode != 0:
             raise MetricError(f"SPICE failed (exit {done.returncode}): {' '.join(cmd)}\n{done.stderr[-4000:]}")
         results = json.loads(out_file.read_text())
-    return float(np.mean([_float_or_nan(item["scores"]["All"]["f"]) for item in results]))
+    return np.array([_float_or_nan(item["scores"]["All"]["f"]) for item in results])
 
 
 def _float_or_nan(value) -> float:

@@ -182,16 +182,17 @@ def score(candidates: list[str], references: list[list[str]], images: Iterable |
     res, gts = M.ptb_tokenize(candidates, references)
     raw.update(M.coco_scores(res, gts, log))
     print(f"BLEU, METEOR, ROUGE, CIDEr on {n} images: {time.perf_counter() - t0:.1f} s", file=log)
-    if images_out is not None:
-        image_scores.save(images_out, res, gts, each, log)
 
     reason = M.spice_unavailable(spice_jars)
     if reason is None:
         t0 = time.perf_counter()
-        raw["SPICE"] = M.spice_score(res, gts, spice_jars, spice_cache)
+        each["SPICE"] = M.spice_score(res, gts, spice_jars, spice_cache)
+        raw["SPICE"] = float(np.mean(each["SPICE"]))
         print(f"SPICE: {time.perf_counter() - t0:.1f} s", file=log)
     else:
         unavailable["SPICE"] = reason
+    if images_out is not None:
+        image_scores.save(images_out, res, gts, each, log)
 
     out = {name: (x100(raw[name]) if name in raw else None) for name in M.METRICS}
     out["n"] = n

@@ -9,6 +9,10 @@
 Metric columns are named as in the paper. In the CSV, a metric this run could not compute reads ``n/a``
 (the reason is in ``notes``) and a cell the paper leaves empty ("None" in its table) is empty; the Parquet
 file holds the same cells as floats with nulls.
+
+With ``--intervals`` (the workflow always passes it) each table gets ``<metric>_lo`` and ``<metric>_hi`` columns
+after its own (:func:`with_intervals`): the 95% paired-bootstrap interval of this run's rows over test images
+and training seeds (docs/statistics.md); the paper's rows leave them empty.
 """
 
 from __future__ import annotations
@@ -138,6 +142,38 @@ def lambda_table(metric_paths: list[str], regions: list[str], masses: list[float
     return pd.DataFrame(rows)[["region", "lambda", *METRICS, "n", "notes"]]
 
 
+def interval_columns() -> list[str]:
+    """The interval columns the tables append after their own: ``<metric>_lo``, ``<metric>_hi`` per metric."""
+    return [f"{m}_{end}" for m in METRICS for end in ("lo", "hi")]
+
+
+def with_intervals(table: pd.DataFrame, images: list[list[str]], resamples: int, seed: int,
+                   level: float = 0.95) -> pd.DataFrame:
+    """``table`` with :func:`interval_columns` appended: the percentile interval (x100) of each metric of the
+    first ``len(images)`` rows from the paired bootstrap (:mod:`brainot.bootstrap`; docs/statistics.md);
+    later rows (the paper's) get NaN. ``images[r]``: row r's per-image files, one per seed of tables.seeds
+    (one file for a run without seeds). Every row is resampled with the same plan."""
+    from brainot import bootstrap, image_scores
+
+    if len(images) > len(table):
+        raise TableError(f"per-image files for {len(images)} rows of a table of {len(table)}")
+    runs = [[image_scores.read(path) for path in paths] for paths in images]
+    sizes = {len(t) for row in runs for t, _ in row}
+    if len(sizes) != 1:
+        raise TableError(f"the per-image files cover different numbers of test images: {sorted(sizes)}; "
+                         f"expected every run on the same test set ({images[0][0]} ...)")
+    counts, seed_index = bootstrap.plan(sizes.pop(), max(len(r) for r in runs), resamples, seed)
+    out = table.copy()
+    for col in interval_columns():
+        out[col] = math.nan
+    for r, row in enumerate(runs):
+        reps = bootstrap.all_replicates(row, counts, seed_index)
+        for metric in METRICS:
+            lo, hi = bootstrap.percentile_interval(reps[metric], level) if metric in reps else (math.nan, math.nan)
+            out.loc[out.index[r], [f"{metric}_lo", f"{metric}_hi"]] = [100 * lo, 100 * hi]
+    return out
+
+
 def write_numeric(table: pd.DataFrame, csv_path: str | Path, float_format: str) -> Path:
     """Write a table of plain numbers as ``csv_path`` (floats as ``float_format``) and its ``.parquet`` sibling;
     returns the parquet path. (The paper's metric tables, with their n/a cells, go through :func:`write`.)"""
@@ -160,7 +196,7 @@ def write(table: pd.DataFrame, csv_path: str | Path) -> Path:
     typed.to_parquet(parquet, index=False)
     text = typed.copy()
     paper = text["source"] == PAPER if "source" in text else pd.Series(False, index=text.index)
-    for name in METRICS:
+    for name in [c for c in table.columns if c in METRICS or c in interval_columns()]:
         text[name] = [("" if is_paper else "n/a") if math.isnan(v) else f"{v:.2f}"
                       for v, is_paper in zip(table[name], paper)]
     text.to_csv(csv_path, index=False)
@@ -187,6 +223,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     lam.add_argument("--regions", nargs="+", required=True, help="the region sets")
     lam.add_argument("--masses", nargs="+", type=float, required=True, help="the mass ratios lambda")
     lam.add_argument("--out", required=True, help="output CSV (a .parquet is written beside it)")
+    for table in (roi, methods, lam):
+        table.add_argument("--intervals", help="JSON {resamples, seed, level, images: [[per-image file per seed] "
+                                               "per row]}: append <metric>_lo/_hi columns (brainot.bootstrap)")
     return p.parse_args(argv)
 
 
@@ -199,6 +238,9 @@ def main(argv=None) -> pd.DataFrame:
         table = methods_table({key: getattr(args, key) for _, key in METHOD_ROWS})
     else:
         table = lambda_table(args.metrics, args.regions, args.masses)
+    if args.intervals:
+        spec = json.loads(args.intervals)
+        table = with_intervals(table, spec["images"], spec["resamples"], spec["seed"], spec["level"])
     parquet = write(table, args.out)
     print(f"wrote {args.out} and {parquet}: {len(table)} rows in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return table

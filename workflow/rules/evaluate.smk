@@ -80,12 +80,23 @@ rule score:
         "--voxels {input.voxels:q} --stimuli {input.stimuli:q} --out {output.json:q} > {log:q} 2>&1"
 
 
+# Per table row, its per-image files (one per seed): the rows' intervals (brainot.tables.with_intervals).
+ROI_IMAGES = [CELL_IMAGES(TS["roi"]["trainset"], r, ROI_OBJECTIVE) for r in TS["roi"]["regions"]]
+METHODS_IMAGES = [[str(image_scores.path_for(f"results/metrics/image-fed/{TSUBJ}.json"))]] + [
+    CELL_IMAGES(TS["methods"][trainset], TS["methods"]["region"], objective)
+    for trainset, objective in (("s1", OT_DEFAULT), ("cross", OT_DEFAULT), ("s1", "mse"), ("cross", "mse"))]
+LAMBDA_IMAGES = [CELL_IMAGES(TS["lambda"]["trainset"], r, bcfg.objective("ot", m))
+                 for r in TS["lambda"]["regions"] for m in TS["lambda"]["masses"]]
+INTERVALS = lambda images: json.dumps({**TS["bootstrap"], "images": images})
+
+
 rule table_roi:
     """Table 2: one row per region set."""
     input:
         metrics=[RUN_METRICS.format(run_dir(TS["roi"]["trainset"], r, ROI_OBJECTIVE, TSEED))
                  for r in TS["roi"]["regions"]],
         voxels="results/tables/voxels.csv",
+        images=[p for paths in ROI_IMAGES for p in paths],
     output:
         csv=report("results/tables/roi.csv", caption="../report/roi_table.rst", category="Tables",
                    subcategory="Table 2: region sets"),
@@ -93,13 +104,17 @@ rule table_roi:
     params:
         regions=TS["roi"]["regions"],
         subject=TSUBJ,
+        intervals=INTERVALS(ROI_IMAGES),
     log:
         "logs/tables/roi.log",
+    benchmark:
+        "benchmarks/tables/roi.tsv"
     conda:
         ENV
     shell:
         "python -m brainot.tables roi --metrics {input.metrics:q} --regions {params.regions:q} "
-        "--voxels {input.voxels:q} --subject {params.subject:q} --out {output.csv:q} > {log:q} 2>&1"
+        "--voxels {input.voxels:q} --subject {params.subject:q} --intervals {params.intervals:q} "
+        "--out {output.csv:q} > {log:q} 2>&1"
 
 
 rule table_methods:
@@ -110,18 +125,23 @@ rule table_methods:
         ot_cross=RUN_METRICS.format(run_dir(TS["methods"]["cross"], TS["methods"]["region"], OT_DEFAULT, TSEED)),
         mse_s1=RUN_METRICS.format(run_dir(TS["methods"]["s1"], TS["methods"]["region"], "mse", TSEED)),
         mse_cross=RUN_METRICS.format(run_dir(TS["methods"]["cross"], TS["methods"]["region"], "mse", TSEED)),
+        images=[p for paths in METHODS_IMAGES for p in paths],
     output:
         csv=report("results/tables/methods.csv", caption="../report/methods_table.rst", category="Tables",
                    subcategory="Table 1: methods"),
         parquet="results/tables/methods.parquet",
+    params:
+        intervals=INTERVALS(METHODS_IMAGES),
     log:
         "logs/tables/methods.log",
+    benchmark:
+        "benchmarks/tables/methods.tsv"
     conda:
         ENV
     shell:
         "python -m brainot.tables methods --image-fed {input.image_fed:q} --ot-s1 {input.ot_s1:q} "
         "--ot-cross {input.ot_cross:q} --mse-s1 {input.mse_s1:q} --mse-cross {input.mse_cross:q} "
-        "--out {output.csv:q} > {log:q} 2>&1"
+        "--intervals {params.intervals:q} --out {output.csv:q} > {log:q} 2>&1"
 
 
 rule table_lambda:
@@ -129,6 +149,7 @@ rule table_lambda:
     input:
         metrics=[RUN_METRICS.format(run_dir(TS["lambda"]["trainset"], r, bcfg.objective("ot", m), TSEED))
                  for r in TS["lambda"]["regions"] for m in TS["lambda"]["masses"]],
+        images=[p for paths in LAMBDA_IMAGES for p in paths],
     output:
         csv=report("results/tables/lambda.csv", caption="../report/lambda_table.rst", category="Tables",
                    subcategory="Fig. 5 / A.1: mass ratio"),
@@ -136,13 +157,16 @@ rule table_lambda:
     params:
         regions=TS["lambda"]["regions"],
         masses=TS["lambda"]["masses"],
+        intervals=INTERVALS(LAMBDA_IMAGES),
     log:
         "logs/tables/lambda.log",
+    benchmark:
+        "benchmarks/tables/lambda.tsv"
     conda:
         ENV
     shell:
         "python -m brainot.tables lambda --metrics {input.metrics:q} --regions {params.regions:q} "
-        "--masses {params.masses:q} --out {output.csv:q} > {log:q} 2>&1"
+        "--masses {params.masses:q} --intervals {params.intervals:q} --out {output.csv:q} > {log:q} 2>&1"
 
 
 # ---- claims.csv: the paper's comparisons as paired bootstrap tests (brainot.claims, docs/statistics.md)
