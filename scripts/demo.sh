@@ -15,5 +15,5 @@ if [ "$#" -eq 0 ] && [ -f results/tables/claims.csv ]; then
 import sys, pandas as pd
 t = pd.read_csv(sys.argv[1])
 cols = ["claim", "metric", "a", "b", "estimate", "lo", "hi", "p", "verdict"]
-print(t[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))' results/tables/claims.csv
+print(t[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))' results/tables/claims.csv
 fi
