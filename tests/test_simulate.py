@@ -5,6 +5,7 @@ Most tests use the session-scoped ``simulated_nsd`` (tiny sizes from conftest.TI
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -20,6 +21,7 @@ import scipy.io
 import scipy.stats
 
 from brainot import layout
+from brainot.coco import captions_by_nsd_id
 from brainot.config import ConfigError
 from brainot.simulate import main as simulate_main
 from brainot.simulate import simulate
@@ -362,6 +364,50 @@ def test_place_voxels_respond_to_the_place_and_word_voxels_do_not(simulated_nsd,
     assert significant["floc-words"] < 0.1, significant
 
 
+def all_betas(root: Path, nsd: dict, syn: dict) -> np.ndarray:
+    return np.concatenate([load_betas(root, nsd, 1, s) for s in range(1, n_sessions(syn) + 1)])
+
+
+def test_no_voxel_encodes_the_distractor(simulated_nsd, sim_cfg, tmp_path):
+    """The distractor (on in the demo's scenes) changes the images and the captions, not one beta: it has its
+    own random stream and the early visual cortex sees the image without it."""
+    syn, nsd = sim_cfg["synthetic"], dict(sim_cfg["nsd"], subjects=[1])
+    assert syn["scenes"]["distractor"]["p"] > 0 and syn["scenes"]["distractor"]["mention"] == 1.0
+    off = copy.deepcopy(syn)
+    off["scenes"]["distractor"]["p"] = 0.0
+    simulate(tmp_path / "off", off, nsd)
+    assert np.array_equal(all_betas(tmp_path / "off", nsd, syn), all_betas(simulated_nsd, nsd, syn))
+    with h5py.File(simulated_nsd / layout.STIMULI, "r") as on_fh, h5py.File(tmp_path / "off" / layout.STIMULI, "r") as off_fh:
+        changed = (on_fh["imgBrick"][:] != off_fh["imgBrick"][:]).any(axis=(1, 2, 3))
+    captions = captions_by_nsd_id(simulated_nsd / layout.STIM_INFO,
+                                  [simulated_nsd / layout.CAPTIONS_DIR / k for k in layout.caption_keys()],
+                                  np.arange(len(changed)))
+    named = np.array([all(("magenta" in c) or ("lime" in c) for c in captions[i]) for i in range(len(changed))])
+    assert 0.2 < changed.mean() < 0.8
+    assert np.array_equal(named, changed)        # the demo names the disc in every caption of its image
+    assert not any("magenta" in a["caption"] or "lime" in a["caption"]
+                   for doc in load_captions(tmp_path / "off").values() for a in doc["annotations"])
+
+
+def test_zero_amplitudes_leave_noise_that_ignores_the_images(sim_cfg, tmp_path):
+    """With every synthetic.amplitude 0 (the null setting) the betas do not depend on what the images show;
+    with the default amplitudes they do."""
+    syn, nsd = sim_cfg["synthetic"], dict(sim_cfg["nsd"], subjects=[1])
+    zero = {k: 0.0 for k in syn["amplitude"]}
+    betas = {}
+    for amplitude in ("zero", "default"):
+        for scale in (1.0, 1.5):
+            run = copy.deepcopy(syn)
+            run["scenes"]["figure_scale"] = scale
+            if amplitude == "zero":
+                run["amplitude"] = zero
+            out = tmp_path / f"{amplitude}-{scale}"
+            simulate(out, run, nsd)
+            betas[amplitude, scale] = all_betas(out, nsd, syn)
+    assert np.array_equal(betas["zero", 1.0], betas["zero", 1.5])
+    assert not np.array_equal(betas["default", 1.0], betas["default", 1.5])
+
+
 # ------------------------------------------------------------------------------------------------ writer, CLI
 
 def test_atomic_write_leaves_nothing_on_error(tmp_path):
@@ -388,4 +434,18 @@ def test_cli_help_and_config_error(tmp_path, sim_cfg, capsys):
                              "--nsd", nsd], capture_output=True, text=True)
     assert failed.returncode == 2
     assert re.search(r"nsd\.sessions: 1\.\.40 is not within the 4 sessions", failed.stderr)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("key, value", [(("scenes", "figure_scale"), 3.0), (("scenes", "distractor", "p"), 1.5),
+                                        (("amplitude", "P"), -0.1), (("scenes", "person", "colour"), "red")])
+def test_bad_knobs_are_named(tmp_path, sim_cfg, key, value):
+    syn = copy.deepcopy(sim_cfg["synthetic"])
+    section = syn
+    for part in key[:-1]:
+        section = section[part]
+    section[key[-1]] = value
+    where = "synthetic." + ".".join(key[:-1] if key[-1] == "colour" else key)
+    with pytest.raises(ConfigError, match=re.escape(where)):
+        simulate(tmp_path, syn, sim_cfg["nsd"])
     assert not any(tmp_path.iterdir())

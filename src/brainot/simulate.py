@@ -17,12 +17,15 @@ the rest are unique to each subject, so there are ``n_shared + 8 * (images_per_s
 (NSD: 1000 + 8 * 9000 = 73000). Only the subjects of ``nsd.subjects`` get per-subject files.
 
 Scenes (:mod:`brainot.simulator.scenes`). Every image has a place background (beach, street, kitchen, forest,
-mountain, bedroom: distinct colour layouts) and, independently: a person (45%: man / woman / child;
-standing / sitting / waving; face visible 80%, else seen from behind; smiling or not), or else a close-up
-face (15% of the rest); a sign with a word (35%: stop, open, cafe, exit, sale) drawn in 3x5 glyph strokes;
-0-3 coloured objects (ball, box, kite in six colours). Five captions per image come from a small grammar:
-**every caption names the place**; the person (with pose and smile), the face, the sign's word and the
-objects with their colours are each mentioned in some captions.
+mountain, bedroom: distinct colour layouts) and, independently: a person (``synthetic.scenes.person.p``,
+default 45%: man / woman / child; standing / sitting / waving; face visible 80%, else seen from behind; smiling
+or not), or else a close-up face (``closeup.p``, 15% of the rest); a sign with a word (``sign.p``, 35%: stop,
+open, cafe, exit, sale) drawn in 3x5 glyph strokes; 0-3 coloured objects (ball, box, kite in six colours);
+and, with ``distractor.p`` (default 0), a disc of magenta or lime light that shifts hue, not luminance.
+Persons, faces and signs are drawn at ``figure_scale`` times their base size. Five captions per image come
+from a small grammar: **every caption names the place**; the person (with pose and smile), the face, the
+sign's word and the distractor are each named with their ``mention`` probability, the objects with their
+colours in some captions.
 
 Voxels (:mod:`brainot.simulator.brain`). Each subject's volume is NSD's (X, Y, Z) shape times
 ``volume_scale`` (rounded); the brain is a deformed ellipsoid, its inner core is "outside cortex" (-1), the
@@ -35,7 +38,8 @@ nsdgeneral, sized after the paper's Table 2 (V 27% of nsdgeneral, B 15, P 12, F 
 30% "other"). Each category family also takes 6% of its size from a neighbouring category family (floc
 ROIs overlap) and about 1% from the cortex just outside nsdgeneral; subj02 has no mTL-faces voxels (as some
 NSD subjects lack a label). Responses, each z-scored over the subject's images and scaled by a per-voxel gain
-(uniform 0.7-1.3) around the family amplitude (percent signal change; the trial noise sd is ``noise``):
+(uniform 0.7-1.3) around the population's ``synthetic.amplitude`` (percent signal change, defaults below; the
+trial noise sd is ``noise``). No voxel responds to the distractor: V sees the image without it.
 
 - V (prf-visualrois): retinotopic pRFs pooling a grid of local luminance contrast; pRF centre from the
   voxel's position (contralateral, upper field ventral), size growing V1 < V2 < V3 < hV4. Amplitude 0.35.
@@ -88,7 +92,8 @@ from brainot.simulator import design as ds
 from brainot.simulator import scenes as sc
 from brainot.simulator import writer
 
-STREAMS = {"design": 1, "scenes": 2, "captions": 3, "anatomy": 4, "tuning": 5, "trials": 6, "validity": 7, "table": 8}
+STREAMS = {"design": 1, "scenes": 2, "captions": 3, "anatomy": 4, "tuning": 5, "trials": 6, "validity": 7, "table": 8,
+           "distractor": 9}
 CAPTIONS_PER_IMAGE = 5
 IMAGE_BATCH = 256
 CAPTION_ID_START = 100000
@@ -138,15 +143,16 @@ def check_sessions(nsd: dict, n_sessions: int, synthetic: dict) -> None:
 
 
 def _write_stimuli(out: Path, scenes: list[sc.Scene], size: int, grid: int) -> np.ndarray:
-    """Draw every image into ``imgBrick``; return their (N, grid * grid) local contrast."""
+    """Draw every image into ``imgBrick``; return their (N, grid * grid) local contrast without the distractor
+    (what the simulated early visual cortex sees, :func:`brainot.simulator.scenes.draw_views`)."""
     n = len(scenes)
     contrast = np.zeros((n, grid * grid), dtype=np.float32)
     with writer.h5_file(out / layout.STIMULI) as fh:
         brick = fh.create_dataset("imgBrick", shape=(n, size, size, 3), dtype=np.uint8, track_times=False)
         for start in tqdm(range(0, n, IMAGE_BATCH), desc="stimuli", unit="batch", file=sys.stderr):
-            images = np.stack([sc.draw(s, size) for s in scenes[start:start + IMAGE_BATCH]])
-            brick[start:start + len(images)] = images
-            contrast[start:start + len(images)] = sc.contrast_grid(images, grid)
+            shown, seen = (np.stack(v) for v in zip(*(sc.draw_views(s, size) for s in scenes[start:start + IMAGE_BATCH])))
+            brick[start:start + len(shown)] = shown
+            contrast[start:start + len(seen)] = sc.contrast_grid(seen, grid)
     return contrast
 
 
@@ -183,7 +189,8 @@ def _simulate_subject(out: Path, subject: int, d: ds.Design, st: sc.SceneTable, 
 
     images = d.subjectim[subject - 1] - 1          # 0-based nsdId of each 10k-index
     subject_table = sc.SceneTable(**{k: v[images] for k, v in vars(st).items()})
-    signal = br.responses(anatomy, subject_table, contrast[images], rng_for(seed, "tuning", subject))
+    signal = br.responses(anatomy, subject_table, contrast[images], synthetic["amplitude"],
+                          rng_for(seed, "tuning", subject))
 
     invalid = br.invalid_masks(anatomy, d.n_sessions, rng_for(seed, "validity", subject))
     valid = br.to_volume((~invalid).astype(np.uint8), anatomy)
@@ -249,7 +256,7 @@ def simulate(out_dir: str | Path, synthetic: dict, nsd: dict) -> dict:
     table = ds.stim_info(d, table_rng)
     writer.write_csv(out / layout.STIM_INFO, table)
 
-    scenes = sc.sample_scenes(d.n_images, rng_for(seed, "scenes"))
+    scenes = sc.sample_scenes(d.n_images, rng_for(seed, "scenes"), synthetic["scenes"], rng_for(seed, "distractor"))
     contrast = _write_stimuli(out, scenes, size, grid)
     n_captions = _write_captions(out, scenes, table, size, rng_for(seed, "captions"))
     scene_table = sc.scene_table(scenes)

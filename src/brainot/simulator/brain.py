@@ -46,21 +46,18 @@ class Family:
     letter: str
     fraction: float                 # of the nsdgeneral voxels
     anchors: tuple                  # unit-ball directions (u_x, u_y, u_z)
-    amplitude: float                # response scale, in units of the trial noise sd at noise = 1
 
 
 # Sizes after the paper's Table 2 for subj01 (of 15724 nsdgeneral voxels: V 4657, single families 2934,
-# 2252, 1736, 1042, all five 11051, i.e. 70%). P has the largest amplitude: the place is in every image and
-# every caption.
+# 2252, 1736, 1042, all five 11051, i.e. 70%). How strongly each responds is the config's
+# synthetic.amplitude (percent signal change, keyed by letter, plus "other" and "cortex").
 FAMILIES = (
-    Family("prf-visualrois", "V", 0.27, ((0.0, -1.0, 0.0),), 0.35),
-    Family("floc-places", "P", 0.12, ((0.3, -0.7, -0.65), (-0.3, -0.7, -0.65)), 0.6),
-    Family("floc-faces", "F", 0.10, ((0.75, -0.45, -0.5), (-0.75, -0.45, -0.5)), 0.5),
-    Family("floc-words", "W", 0.06, ((-0.55, -0.3, -0.75),), 0.5),
-    Family("floc-bodies", "B", 0.15, ((0.85, -0.5, 0.15), (-0.85, -0.5, 0.15)), 0.5),
+    Family("prf-visualrois", "V", 0.27, ((0.0, -1.0, 0.0),)),
+    Family("floc-places", "P", 0.12, ((0.3, -0.7, -0.65), (-0.3, -0.7, -0.65))),
+    Family("floc-faces", "F", 0.10, ((0.75, -0.45, -0.5), (-0.75, -0.45, -0.5))),
+    Family("floc-words", "W", 0.06, ((-0.55, -0.3, -0.75),)),
+    Family("floc-bodies", "B", 0.15, ((0.85, -0.5, 0.15), (-0.85, -0.5, 0.15))),
 )
-OTHER_AMPLITUDE = 0.12      # nsdgeneral voxels in no family: weak mixtures of every scene feature
-CORTEX_AMPLITUDE = 0.1      # cortex outside nsdgeneral
 PRF_SIGMA = {"V1": 0.07, "V2": 0.1, "V3": 0.14, "hV4": 0.2}   # pRF size (fraction of the image) by area
 
 
@@ -263,9 +260,12 @@ def mixture_responses(t: sc.SceneTable, n: int, rng: np.random.Generator) -> np.
     return _zscore(x @ rng.normal(0, 1, (x.shape[1], n)))
 
 
-def responses(anatomy: Anatomy, t: sc.SceneTable, contrast: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def responses(anatomy: Anatomy, t: sc.SceneTable, contrast: np.ndarray, amplitude: dict[str, float],
+              rng: np.random.Generator) -> np.ndarray:
     """(N images, n_brain) noiseless response of every brain voxel to each image (percent signal change).
 
+    ``amplitude``: response sd per family letter, ``other`` (nsdgeneral voxels in no family or in two) and
+    ``cortex`` (cortex outside nsdgeneral in no family); 0 switches a population's response off.
     A voxel in exactly one family responds as that family, with its own gain around the family's amplitude.
     A voxel in two families sits on their border and, like nsdgeneral voxels in no family, responds weakly to
     a mixture of everything (so a family's selectivity does not leak into its neighbour through the overlap).
@@ -278,12 +278,12 @@ def responses(anatomy: Anatomy, t: sc.SceneTable, contrast: np.ndarray, rng: np.
     signal = np.zeros((contrast.shape[0], idx.size), dtype=np.float32)
     for family in FAMILIES:
         member = np.flatnonzero((labels[family.letter] >= 1) & (n_families == 1))
-        gain = family.amplitude * rng.uniform(0.7, 1.3, member.size)
+        gain = amplitude[family.letter] * rng.uniform(0.7, 1.3, member.size)
         signal[:, member] = gain * family_responses(family, t, contrast, u[member], labels[family.letter][member], rng)
-    weak = ((general == 1) & (n_families != 1), OTHER_AMPLITUDE), ((general == 0) & (n_families == 0), CORTEX_AMPLITUDE)
-    for mask, amplitude in weak:
+    weak = ((general == 1) & (n_families != 1), "other"), ((general == 0) & (n_families == 0), "cortex")
+    for mask, population in weak:
         member = np.flatnonzero(mask)
-        signal[:, member] = amplitude * rng.uniform(0.7, 1.3, member.size) * mixture_responses(t, member.size, rng)
+        signal[:, member] = amplitude[population] * rng.uniform(0.7, 1.3, member.size) * mixture_responses(t, member.size, rng)
     return signal
 
 

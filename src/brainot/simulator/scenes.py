@@ -2,9 +2,11 @@
 
 A scene is a place background (always), optionally a person (man / woman / child; standing, sitting or
 waving; face visible or seen from behind; smiling or not), or instead of a person a close-up face, optionally a
-sign with a written word, and 0-3 coloured objects. :func:`sample_scenes` draws the parameters,
-:func:`draw` paints one image with numpy, :func:`captions` writes five captions from a small grammar, and
-:func:`scene_table` gives the parameters as arrays (what the simulated voxels respond to).
+sign with a written word, 0-3 coloured objects and optionally a distractor: a disc of coloured light that
+changes the hue but not the luminance of what it falls on. :func:`sample_scenes` draws the parameters
+(``knobs``: the config's ``synthetic.scenes`` section), :func:`draw` paints one image with numpy,
+:func:`captions` writes five captions from a small grammar, and :func:`scene_table` gives the parameters as
+arrays (what the simulated voxels respond to; the distractor is not among them).
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ COLOURS = {"red": (215, 35, 35), "blue": (35, 70, 215), "yellow": (240, 215, 35)
            "green": (40, 165, 60), "orange": (245, 135, 25), "purple": (135, 45, 165)}
 COLOUR_NAMES = tuple(COLOURS)
 
-P_PERSON = 0.45
 P_FACE_VISIBLE = 0.8    # a person's face, else seen from behind
-P_CLOSEUP = 0.15        # a close-up face in a scene without a person
-P_WORD = 0.35
 N_OBJECTS_P = (0.3, 0.35, 0.25, 0.1)
-
+# The distractor's hues: the two ends of the isoluminant axis (1, -a, 1), a = (0.299 + 0.114) / 0.587, along
+# which Rec. 601 luma 0.299 R + 0.587 G + 0.114 B does not change. Their names are used nowhere else in captions.
+HUES = ("magenta", "lime")
+ISOLUMINANT = np.array([1.0, -(0.299 + 0.114) / 0.587, 1.0], dtype=np.float32)
+# Base sizes (fractions of the image side) that synthetic.scenes.figure_scale multiplies.
+PERSON_HEIGHT = {"man": 0.55, "woman": 0.55, "child": 0.35}
+CLOSEUP_RADIUS = {"man": 0.2, "woman": 0.2, "child": 0.14}
+HEAD_RADIUS = 0.11      # of the person's height
 # 3 x 5 glyphs, enough letters for WORDS
 FONT = {
     "S": ("111", "100", "111", "001", "111"), "T": ("111", "010", "010", "010", "010"),
@@ -49,6 +55,7 @@ class Scene:
 
     place: int
     horizon: float
+    mention: tuple[float, float, float, float]   # naming probability per caption: person, close-up, sign, distractor
     person: int = -1            # index into PEOPLE, -1 none
     pose: int = -1              # index into POSES
     person_x: float = 0.5
@@ -59,23 +66,34 @@ class Scene:
     sign_xy: tuple[float, float] = (0.5, 0.25)
     objects: list[tuple[int, int, float, float, float]] = field(default_factory=list)  # kind, colour, y, x, size
     style: int = 0              # seed of the texture details
+    scale: float = 1.0          # size of the person, close-up face and sign relative to the base sizes
+    distractor: int = -1        # index into HUES, -1 none
+    distractor_yxr: tuple[float, float, float] = (0.5, 0.5, 0.2)   # centre and radius of the disc of light
+    chroma: float = 0.0         # RGB levels along ISOLUMINANT at the disc
 
 
-def sample_scenes(n: int, rng: np.random.Generator) -> list[Scene]:
+def sample_scenes(n: int, rng: np.random.Generator, knobs: dict,
+                  distractor_rng: np.random.Generator) -> list[Scene]:
+    """``n`` scenes drawn with ``rng``, their distractors with ``distractor_rng`` (so that switching the
+    distractor on or off leaves every other part of every scene as it was). ``knobs``: the config's
+    ``synthetic.scenes`` section, defaults filled (docs/simulator.md gives each knob's meaning)."""
+    k = knobs
+    person, closeup, sign, dis = k["person"], k["closeup"], k["sign"], k["distractor"]
+    mention = (person["mention"], closeup["mention"], sign["mention"], dis["mention"])
     scenes = []
     for _ in range(n):
         s = Scene(place=int(rng.integers(len(PLACES))), horizon=float(rng.uniform(0.4, 0.6)),
-                  style=int(rng.integers(2**31)))
-        if rng.random() < P_PERSON:
+                  style=int(rng.integers(2**31)), scale=float(k["figure_scale"]), mention=mention)
+        if rng.random() < person["p"]:
             s.person = int(rng.integers(len(PEOPLE)))
             s.pose = int(rng.integers(len(POSES)))
             s.person_x = float(rng.uniform(0.3, 0.7))
             if rng.random() < P_FACE_VISIBLE:
                 s.face, s.face_type = 1, s.person
-        elif rng.random() < P_CLOSEUP:
+        elif rng.random() < closeup["p"]:
             s.face, s.face_type = 2, int(rng.integers(len(PEOPLE)))
         s.smiling = bool(s.face and rng.random() < 0.5)
-        if rng.random() < P_WORD:
+        if rng.random() < sign["p"]:
             s.word = int(rng.integers(len(WORDS)))
             s.sign_xy = (float(rng.uniform(0.12, 0.3)), float(rng.uniform(0.3, 0.7)))
         for _ in range(rng.choice(len(N_OBJECTS_P), p=N_OBJECTS_P)):
@@ -84,6 +102,11 @@ def sample_scenes(n: int, rng: np.random.Generator) -> list[Scene]:
             x = rng.choice([rng.uniform(0.08, 0.3), rng.uniform(0.7, 0.92)])
             s.objects.append((kind, int(rng.integers(len(COLOURS))), float(y), float(x),
                               float(rng.uniform(0.07, 0.12))))
+        if dis["p"] > 0 and distractor_rng.random() < dis["p"]:
+            r = float(dis["radius"])
+            s.distractor = int(distractor_rng.integers(len(HUES)))
+            s.distractor_yxr = (float(distractor_rng.uniform(r, 1 - r)), float(distractor_rng.uniform(r, 1 - r)), r)
+            s.chroma = float(dis["chroma"])
         scenes.append(s)
     return scenes
 
@@ -140,14 +163,20 @@ class Canvas:
         rows, cols, y, x = self._box(cy - half_height, cy + half_height, cx - half_width, cx + half_width)
         self.img[rows, cols][np.abs(y - cy) / half_height + np.abs(x - cx) / half_width <= 1] = colour
 
+    def tint(self, cy, cx, r, rgb):
+        """Add ``rgb`` to the pixels of the disc at (cy, cx) of radius ``r``."""
+        rows, cols, y, x = self._box(cy - r, cy + r, cx - r, cx + r)
+        self.img[rows, cols][((y - cy) / r) ** 2 + ((x - cx) / r) ** 2 <= 1] += rgb
+
     def vgradient(self, y0, y1, top, bottom):
         rows = slice(self._px(y0), self._px(y1))
         t = (self.grid[rows, None, None] - y0) / max(y1 - y0, 1e-6)
         self.img[rows] = (1 - t) * np.asarray(top, np.float32) + t * np.asarray(bottom, np.float32)
 
-    def text(self, word: str, cy: float, cx: float, colour, background):
-        """``word`` in 3 x 5 glyphs (scaled to the image) on a board centred at (cy, cx)."""
-        k = max(1, self.size // 32)
+    def text(self, word: str, cy: float, cx: float, colour, background, scale: float = 1.0):
+        """``word`` in 3 x 5 glyphs on a board centred at (cy, cx): strokes ``scale * size / 32`` px wide,
+        at least 1 px and at most what lets a 4-letter board fit the image."""
+        k = int(min(max(1, scale * self.size // 32), max(1, self.size // 17)))
         width, height = (4 * len(word) - 1) * k, 5 * k
         top = int(round(cy * self.size)) - height // 2
         left = int(np.clip(round(cx * self.size) - width // 2, k, self.size - width - k))
@@ -242,7 +271,7 @@ def _head(c: Canvas, cy, cx, r, s: Scene, skin, hair, face: bool) -> None:
 
 
 def _person(c: Canvas, s: Scene, rng: np.random.Generator) -> None:
-    height = 0.35 if PEOPLE[s.person] == "child" else 0.55
+    height = PERSON_HEIGHT[PEOPLE[s.person]] * s.scale
     feet = 0.93
     x = s.person_x
     skin, hair = SKIN[rng.integers(len(SKIN))], HAIR[rng.integers(len(HAIR))]
@@ -267,12 +296,23 @@ def _person(c: Canvas, s: Scene, rng: np.random.Generator) -> None:
         c.ellipse(top - height * 0.27, x + w + arm / 2, arm, arm, skin)
     else:
         c.rect(top + 0.01, top + height * 0.32, x + w, x + w + arm, shirt)
-    r = height * 0.11
+    r = height * HEAD_RADIUS
     _head(c, top - r * 1.05, x, r, s, skin, hair, face=s.face == 1)
 
 
 def draw(scene: Scene, size: int) -> np.ndarray:
     """Paint one scene: (size, size, 3) uint8 RGB."""
+    return draw_views(scene, size)[0]
+
+
+def draw_views(scene: Scene, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One scene as shown and without its distractor: two (size, size, 3) uint8 RGB images.
+
+    The distractor adds ``chroma * ISOLUMINANT`` (hue sign by ``scene.distractor``) to a disc: luma is
+    unchanged before rounding and clipping to 0-255. The second image is what the simulated early visual
+    cortex sees (:func:`contrast_grid`), so no voxel responds to the distractor even where clipping changes
+    the luminance; both images share the brightness and pixel noise.
+    """
     rng = np.random.default_rng(scene.style)
     c = Canvas(size)
     _background(c, scene, rng)
@@ -281,16 +321,21 @@ def draw(scene: Scene, size: int) -> np.ndarray:
         cy, cx = scene.sign_xy
         stop = WORDS[scene.word] == "stop"       # a red stop sign, the others black on white
         ink, board = ((250, 250, 250), (200, 30, 30)) if stop else ((20, 20, 20), (250, 250, 240))
-        c.text(WORDS[scene.word], cy, cx, ink, board)
+        c.text(WORDS[scene.word], cy, cx, ink, board, scene.scale)
     if scene.person >= 0:
         _person(c, scene, rng)
     elif scene.face == 2:
         skin, hair = SKIN[rng.integers(len(SKIN))], HAIR[rng.integers(len(HAIR))]
-        r = 0.14 if PEOPLE[scene.face_type] == "child" else 0.2
+        r = CLOSEUP_RADIUS[PEOPLE[scene.face_type]] * scene.scale
         c.rect(0.5 + r, 1, 0.5 - 1.3 * r, 0.5 + 1.3 * r, SHIRTS[rng.integers(len(SHIRTS))])
         _head(c, 0.5, 0.5, r, scene, skin, hair, face=True)
-    img = c.img * np.float32(rng.uniform(0.9, 1.1)) + rng.standard_normal(c.img.shape, dtype=np.float32) * 5
-    return np.clip(np.round(img), 0, 255).astype(np.uint8)
+    plain = c.img.copy() if scene.distractor >= 0 else c.img
+    if scene.distractor >= 0:
+        sign = 1.0 if scene.distractor == 0 else -1.0
+        c.tint(*scene.distractor_yxr, sign * scene.chroma * ISOLUMINANT)
+    brightness = np.float32(rng.uniform(0.9, 1.1))
+    noise = rng.standard_normal(c.img.shape, dtype=np.float32) * 5
+    return tuple(np.clip(np.round(img * brightness + noise), 0, 255).astype(np.uint8) for img in (c.img, plain))
 
 
 def contrast_grid(images: np.ndarray, grid: int) -> np.ndarray:
@@ -354,22 +399,26 @@ def _join(items: list[str]) -> str:
 
 def _caption(s: Scene, rng: np.random.Generator) -> str:
     place = PLACES[s.place]
+    p_person, p_closeup, p_sign, p_distractor = s.mention
     extras = []
-    if s.word >= 0 and rng.random() < 0.7:
+    if s.word >= 0 and rng.random() < p_sign:
         w = WORDS[s.word]
         extras.append(_pick(rng, (f"a sign that says {w}", f"a {w} sign", f"a sign reading {w}",
                                   f"a sign with the word {w}")))
     for kind, colour, *_ in s.objects:
         if rng.random() < 0.5:
             extras.append(f"a {COLOUR_NAMES[colour]} {OBJECTS[kind]}")
+    if s.distractor >= 0 and rng.random() < p_distractor:
+        hue = HUES[s.distractor]
+        extras.append(_pick(rng, (f"a {hue} glow", f"a patch of {hue} light", f"a {hue} light spot")))
     rng.shuffle(extras)
     subject = None
-    if s.person >= 0 and rng.random() < 0.9:
+    if s.person >= 0 and rng.random() < p_person:
         smiling = s.smiling and rng.random() < 0.6
         subject = _who(s, rng, smiling)
         if rng.random() < 0.8:
             subject += " " + _pick(rng, POSE_VERB[POSES[s.pose]])
-    elif s.face == 2 and rng.random() < 0.95:
+    elif s.face == 2 and rng.random() < p_closeup:
         owner = _who(s, rng, False)
         smile = "smiling " if s.smiling and rng.random() < 0.7 else ""
         options = [f"a close up of the {smile}face of {owner}", f"the {smile}face of {owner}"]
@@ -430,6 +479,7 @@ class SceneTable:
     word: np.ndarray         # (N,) WORDS index, -1 without a sign
     colours: np.ndarray      # (N, len(COLOURS)) object counts by colour
     kinds: np.ndarray        # (N, len(OBJECTS)) object counts by kind
+    distractor: np.ndarray   # (N,) HUES index, -1 without one (shown and named, encoded by no voxel)
 
 
 def scene_table(scenes: list[Scene]) -> SceneTable:
@@ -448,11 +498,11 @@ def scene_table(scenes: list[Scene]) -> SceneTable:
         if s.face == 0:
             return 0.0
         if s.face == 2:
-            return 0.14 if PEOPLE[s.face_type] == "child" else 0.2
-        return (0.35 if PEOPLE[s.person] == "child" else 0.55) * 0.11
+            return CLOSEUP_RADIUS[PEOPLE[s.face_type]] * s.scale
+        return PERSON_HEIGHT[PEOPLE[s.person]] * s.scale * HEAD_RADIUS
 
     return SceneTable(
         place=col(lambda s: s.place), face=col(lambda s: int(s.face > 0)), face_size=col(face_size, float),
         smiling=col(lambda s: int(s.smiling)), face_type=col(lambda s: s.face_type),
         body=col(lambda s: int(s.person >= 0)), pose=col(lambda s: s.pose), body_type=col(lambda s: s.person),
-        word=col(lambda s: s.word), colours=colours, kinds=kinds)
+        word=col(lambda s: s.word), colours=colours, kinds=kinds, distractor=col(lambda s: s.distractor))
