@@ -107,7 +107,7 @@ def test_config_claims_name_the_papers_comparisons(sim_cfg):
     sim_cfg["tables"]["lambda"].update(regions=["all", "V"], masses=[0.1, 0.5, 1.0])
     sim_cfg["tables"]["seeds"] = [0, 3]
     sim_cfg["tables"]["claims"] = [{"name": "V beats P at half mass", "expect": "less",
-                                    "a": {"trainset": "subj01", "region": "V", "objective": "ot0.50"},
+                                    "a": {"trainset": "subj01", "region": "V", "objective": "ot0.5"},
                                     "b": {"trainset": "subj01", "region": "P", "objective": "ot"}}]
     cfg = bcfg.validate(sim_cfg)
     mass = cfg["loss"]["mass"]
@@ -137,3 +137,80 @@ def test_a_claim_on_an_unknown_region_is_a_config_error(sim_cfg):
     sim_cfg["tables"]["claims"][0]["a"].update(region="all", objective="ot1.5")
     with pytest.raises(bcfg.ConfigError, match=r"tables.claims\[0\].a.objective: .*must be in \(0, 1\]"):
         bcfg.validate(sim_cfg)
+
+
+def null_draws(k: int, n_images: int, n_draws: int, seed: int):
+    """Paired replicates (K, B) of a - b_k for ``n_draws`` simulated test sets where a and K candidates b_k are
+    equally good: per-image score = image difficulty + noise (sd 0.5 for a, 1 for each b_k); and the index of
+    the b_k with the best mean on all images (what picking "the best family" by its headline takes)."""
+    rng = np.random.default_rng(seed)
+    counts, seed_index = C.B.plan(n_images, 1, 1000, 0)
+    for _ in range(n_draws):
+        scores = rng.uniform(0, 1, n_images) + rng.normal(0, 1, (k + 1, n_images)) * np.r_[0.5, np.ones(k)][:, None]
+        reps = np.stack([C.B.weighted_mean(s[None], counts, seed_index) for s in scores])
+        yield reps[0] - reps[1:], int(np.argmax(scores[1:].mean(axis=1)))
+
+
+def test_null_of_equal_candidates_keeps_the_false_verdict_rate_at_its_level():
+    """Under a null of K = 10 equal candidates, testing only the candidate picked as the best on the same
+    images reads "a beats every b" as contradicted (and its mirror "some a beats b" as supported) far more
+    often than 5%; the intersection-union and union-intersection tests stay near their nominal 2.5%."""
+    old_syn, new_syn, old_red, new_red = [], [], [], []
+    for diffs, best in null_draws(10, 200, 300, seed=0):
+        old_syn.append(C.intersection_union(diffs[best], "greater")["verdict"])   # one candidate: plain test
+        new_syn.append(C.intersection_union(diffs, "greater")["verdict"])
+        # redundancy's shape, "some a_k beats b": the a_k are the candidates, so the differences flip sign
+        old_red.append(C.union_intersection(-diffs[best], "greater")["verdict"])
+        new_red.append(C.union_intersection(-diffs, "greater")["verdict"])
+    rate = lambda verdicts, v: np.mean([x == v for x in verdicts])   # noqa: E731
+    assert rate(old_syn, "contradicted") > 0.12 and rate(old_red, "supported") > 0.12, (old_syn, old_red)
+    assert rate(new_syn, "contradicted") < 0.06 and rate(new_red, "supported") < 0.06, (new_syn, new_red)
+    assert rate(new_syn, "supported") == 0 and rate(new_red, "contradicted") == 0
+    # the draws the old rule got wrong are, for the most part, inconclusive under the new one
+    wrong = [new for old, new in zip(old_syn, new_syn) if old == "contradicted"]
+    assert np.mean([v == "inconclusive" for v in wrong]) > 0.7, wrong
+
+
+def test_one_candidate_is_the_plain_paired_test():
+    rng = np.random.default_rng(3)
+    d = rng.normal(0.3, 1, 500)
+    for expect in ("greater", "less"):
+        for test in (C.intersection_union, C.union_intersection):
+            out = test(d[None], expect)
+            lo, hi = C.B.percentile_interval(d)
+            assert (out["lo"], out["hi"], out["level"]) == pytest.approx((lo, hi, 0.95), abs=1e-12)
+            assert out["p"] == pytest.approx(C.B.p_value(d), abs=1e-12)
+            assert out["verdict"] == C.verdict(lo, hi, expect)
+
+
+def test_all_beats_every_family_is_supported_and_a_better_family_contradicts(runs):
+    table = C.claims_table(spec([
+        {"name": "good_beats_each", "expect": "greater", "a": side(runs, "good"), "b": side(runs, "bad", "base", "same")},
+        {"name": "base_beats_each", "expect": "greater", "a": side(runs, "base"), "b": side(runs, "bad", "good")},
+        {"name": "some_beats_base", "expect": "greater", "a": side(runs, "bad", "good"), "b": side(runs, "base")},
+        {"name": "some_bad_beats_good", "expect": "greater", "a": side(runs, "bad", "base"), "b": side(runs, "good")},
+    ]))
+    t = table.set_index(["claim", "metric"])
+    for metric in ("CIDEr", "METEOR", "ROUGE", "BLEU4"):
+        row = t.loc[("good_beats_each", metric)]
+        assert row["verdict"] == "supported" and row["lo"] > 0 and row["interval_level"] == pytest.approx(0.95)
+        assert row["test"] == "intersection-union over 3 b runs" and row["interval_of"] in ("base", "same")
+        assert row["p"] < 0.01
+        # one family (good) beats base: contradicted at the Bonferroni level over the 2 families
+        row = t.loc[("base_beats_each", metric)]
+        assert row["verdict"] == "contradicted" and row["hi"] < 0, row
+        assert row["interval_of"] == "good" and row["interval_level"] == pytest.approx(1 - 0.05 / 2)
+        assert row["b"] == "good" and row["lo"] <= row["estimate"] <= row["hi"]
+        row = t.loc[("some_beats_base", metric)]
+        assert row["verdict"] == "supported" and row["interval_of"] == "good" and row["a"] == "good"
+        assert row["test"] == "union-intersection over 2 a runs" and row["interval_level"] == pytest.approx(0.975)
+        row = t.loc[("some_bad_beats_good", metric)]
+        assert row["verdict"] == "contradicted" and row["interval_of"] == "base" and row["hi"] < 0
+    measured = table.dropna(subset=["lo"])
+    assert (measured["verdict"] == [C.verdict(r.lo, r.hi, r.expect) for r in measured.itertuples()]).all()
+
+
+def test_both_sides_with_several_runs_are_refused(runs):
+    claim = {"name": "x", "expect": "greater", "a": side(runs, "good", "same"), "b": side(runs, "bad", "base")}
+    with pytest.raises(C.ClaimsError, match="only one side may list several runs"):
+        C.claims_table(spec([claim]))

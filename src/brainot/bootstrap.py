@@ -136,13 +136,21 @@ def p_value(diff_reps: np.ndarray) -> float:
 
     (the +1 keeps it above 0 for a finite B: the smallest reportable p is 2 / (B + 1)). NaN if any is NaN.
     """
+    below, above = one_sided_p_values(diff_reps)
+    if np.isnan(below):
+        return float("nan")
+    return float(min(1.0, 2 * min(below, above)))
+
+
+def one_sided_p_values(diff_reps: np.ndarray) -> tuple[float, float]:
+    r"""The one-sided bootstrap p-values of a difference's replicates (B,): of "d > 0" (evidence against it:
+    :math:`\tfrac{1 + \#\{d_b \le 0\}}{B + 1}`) and of "d < 0" (:math:`\tfrac{1 + \#\{d_b \ge 0\}}{B + 1}`);
+    (NaN, NaN) if any replicate is NaN. :func:`p_value` is twice the smaller, capped at 1."""
     d = np.asarray(diff_reps, dtype=np.float64)
     if np.isnan(d).any():
-        return float("nan")
+        return float("nan"), float("nan")
     b = len(d)
-    below = (1 + np.count_nonzero(d <= 0)) / (b + 1)
-    above = (1 + np.count_nonzero(d >= 0)) / (b + 1)
-    return float(min(1.0, 2 * min(below, above)))
+    return (1 + np.count_nonzero(d <= 0)) / (b + 1), (1 + np.count_nonzero(d >= 0)) / (b + 1)
 
 
 def end_spread(runs: list[list[tuple]], metrics, n_boot: int, plan_seeds=tuple(range(10)),

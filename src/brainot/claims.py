@@ -1,17 +1,28 @@
 """The paper's comparisons as paired bootstrap tests: ``results/tables/claims.csv``.
 
-Each claim compares run a with run b on the same test images (a minus b, x100, per metric). Either side may be
-a list of candidate runs, of which the one with the best headline on that metric is taken (e.g. "all regions
-minus the best single family": b is every family, the best chosen per metric by its own score). Every run is
-given by its per-image files (:mod:`brainot.image_scores`), one per training seed, first seed first.
+Each claim compares run a with run b on the same test images (a minus b, x100, per metric). One side may be a
+list of K candidate runs; every run is given by its per-image files (:mod:`brainot.image_scores`), one per
+training seed, first seed first. All differences are replicated on one shared plan (:mod:`brainot.bootstrap`:
+seeds and images resampled), so each candidate's difference is paired with the others'.
 
-Per claim and metric: ``estimate`` = headline(a) - headline(b) of the first seed (pycocoevalcap's numbers);
-``lo``, ``hi`` = the percentile interval of the paired bootstrap replicates of the difference (seeds and images
-resampled, :mod:`brainot.bootstrap`); ``p`` = its two-sided bootstrap p-value; ``verdict``:
+Per claim and metric: ``estimate`` = headline(a) - headline(b) of the first seed (pycocoevalcap's numbers),
+with the candidate side's run the one of best headline on that metric (``a``/``b`` name the runs of the
+estimate). The verdict (``expect = greater``; mirrored for ``less``) is a test of the claim as stated:
 
-* ``supported``: the interval excludes 0 on the claimed side (``lo > 0`` for ``expect = greater``);
-* ``contradicted``: it excludes 0 on the other side;
-* ``inconclusive``: it contains 0 (or the metric is unavailable: NaN interval).
+* one run on each side (``test = paired``): ``supported`` when the percentile interval at ``level`` of the
+  difference lies above 0, ``contradicted`` when below, ``inconclusive`` otherwise (or NaN: metric missing);
+* K candidates on side b, "a beats every b" (``intersection-union``, :func:`intersection_union`):
+  ``supported`` when every candidate's interval at ``level`` lies above 0 (no multiplicity correction needed);
+  ``contradicted`` when some candidate's interval at the Bonferroni level ``1 - (1 - level) / K`` lies below 0;
+* K candidates on side a, "some a beats b" (``union-intersection``, :func:`union_intersection`), the mirror
+  image: ``supported`` when some candidate's Bonferroni interval lies above 0; ``contradicted`` when every
+  candidate's interval at ``level`` lies below 0.
+
+``lo``, ``hi`` are the interval that decides the verdict (``interval_of`` names its candidate and
+``interval_level`` its level), so :func:`verdict` of them is the row's verdict; ``p`` is the test's two-sided
+bootstrap p-value (:func:`decide`). Picking a side's run by its headline on the same test images biases a
+plain paired test (under a null of K equal runs, the best of K looks better than it is); these tests do not
+pick, they test every candidate.
 
 Spec (``--spec``, JSON): ``{"resamples": B, "seed": s, "level": 0.95, "claims": [{"name": ..., "expect":
 "greater"|"less", "a": [{"label": ..., "images": [path per seed]}, ...], "b": [...]}, ...]}``.
@@ -34,7 +45,7 @@ from brainot import image_scores as IS
 # The metrics claims.csv tests (the per-image files hold every metric; SPICE only with its jars).
 CLAIM_METRICS = ("CIDEr", "METEOR", "ROUGE", "BLEU4", "BLEU1", "SPICE", "CLIP-S", "RefCLIP-S")
 COLUMNS = ("claim", "metric", "a", "b", "estimate", "lo", "hi", "p", "verdict", "expect", "n_images", "n_seeds",
-           "resamples")
+           "resamples", "test", "interval_of", "interval_level")
 VERDICTS = ("supported", "contradicted", "inconclusive")
 
 
@@ -55,6 +66,67 @@ def verdict(lo: float, hi: float, expect: str) -> str:
     if above or below:
         return "contradicted"
     return "inconclusive"
+
+
+def intersection_union(diffs: np.ndarray, expect: str, level: float = 0.95) -> dict:
+    r"""The test of "a beats every one of K candidates b_k" from paired replicates ``diffs`` (K, B) of
+    :math:`d_k = a - b_k` (``expect = greater``; for ``less`` every sign flips).
+
+    With :math:`[l_k, u_k]` the percentile interval of :math:`d_k` at ``level`` and :math:`[l'_k, u'_k]` the one at
+    the Bonferroni level :math:`1 - (1 - \text{level}) / K`:
+
+    * ``supported`` iff :math:`\min_k l_k > 0` (intersection-union: each of the K tests at full level);
+    * ``contradicted`` iff :math:`\min_k u'_k < 0` (some candidate beats a; union of K tests, so Bonferroni);
+    * ``inconclusive`` otherwise.
+
+    The reported interval is the deciding candidate's: when contradicted, the Bonferroni interval of
+    :math:`\arg\min_k u'_k`; otherwise the candidate :math:`k^* = \arg\min_k l_k`, at ``level`` when
+    supported and at the Bonferroni level when inconclusive (which then covers 0). The p-value is that of the
+    better-supported direction, doubled as in :func:`brainot.bootstrap.p_value`:
+
+    .. math:: p = \min\big(1,\ 2 \min(\max_k p^{\le}_k,\ \min(1, K \min_k p^{\ge}_k))\big)
+
+    with :math:`p^{\le}_k = (1 + \#\{d_{kb} \le 0\}) / (B + 1)` and :math:`p^{\ge}_k` its mirror
+    (:func:`brainot.bootstrap.one_sided_p_values`). For K = 1 all of this is the plain paired test.
+
+    Returns a dict: ``verdict``, ``lo``, ``hi``, ``p``, ``index`` (the reported candidate) and ``level`` (its
+    interval's); NaN interval and p, ``inconclusive``, when any replicate is NaN.
+    """
+    if expect not in ("greater", "less"):
+        raise ClaimsError(f"expect must be 'greater' or 'less'; got {expect!r}")
+    sign = 1.0 if expect == "greater" else -1.0
+    z = sign * np.atleast_2d(np.asarray(diffs, dtype=np.float64))       # (K, B): the claim is "every z_k > 0"
+    k = len(z)
+    bonferroni = 1.0 - (1.0 - level) / k
+    if np.isnan(z).any():
+        return {"verdict": "inconclusive", "lo": np.nan, "hi": np.nan, "p": np.nan, "index": 0, "level": level}
+    at_level = np.array([B.percentile_interval(r, level) for r in z])         # (K, 2)
+    at_bonf = np.array([B.percentile_interval(r, bonferroni) for r in z])
+    one_sided = np.array([B.one_sided_p_values(r) for r in z])               # (K, 2): against z > 0, z < 0
+    p = min(1.0, 2 * min(one_sided[:, 0].max(), min(1.0, k * one_sided[:, 1].min())))
+    weakest, beaten_by = int(np.argmin(at_level[:, 0])), int(np.argmin(at_bonf[:, 1]))
+    if at_level[weakest, 0] > 0:
+        out = ("supported", weakest, at_level[weakest], level)
+    elif at_bonf[beaten_by, 1] < 0:
+        out = ("contradicted", beaten_by, at_bonf[beaten_by], bonferroni)
+    else:
+        out = ("inconclusive", weakest, at_bonf[weakest], bonferroni)
+    name, index, (lo, hi), used = out
+    lo, hi = (lo, hi) if sign > 0 else (-hi, -lo)
+    return {"verdict": name, "lo": float(lo), "hi": float(hi), "p": float(p), "index": index, "level": used}
+
+
+def union_intersection(diffs: np.ndarray, expect: str, level: float = 0.95) -> dict:
+    r"""The test of "some one of K candidates a_k beats b" from paired replicates ``diffs`` (K, B) of
+    :math:`d_k = a_k - b`: the mirror image of :func:`intersection_union` (it tests "b beats every a_k", with
+    supported and contradicted swapped). ``supported`` iff some candidate's interval at the Bonferroni level
+    :math:`1 - (1 - \text{level}) / K` lies above 0 (reported: the one with the largest lower bound there);
+    ``contradicted`` iff every candidate's interval at ``level`` lies below 0 (reported: the one with the
+    largest upper bound); ``inconclusive`` otherwise (reported: that candidate at the Bonferroni level). Same
+    keys and p-value as :func:`intersection_union`."""
+    mirrored = intersection_union(-np.asarray(diffs, dtype=np.float64), expect, level)
+    swap = {"supported": "contradicted", "contradicted": "supported", "inconclusive": "inconclusive"}
+    return {**mirrored, "verdict": swap[mirrored["verdict"]], "lo": -mirrored["hi"], "hi": -mirrored["lo"]}
 
 
 def _best(runs: list[dict], metric: str) -> dict:
@@ -111,9 +183,12 @@ def config_claims(config: dict, images_of) -> list[dict]:
 
 def claim_rows(name: str, a: list[dict], b: list[dict], expect: str, counts: np.ndarray, seed_index: np.ndarray,
                level: float = 0.95, metrics=CLAIM_METRICS) -> list[dict]:
-    """One row per metric of claim ``name`` (a minus b, x100). ``a``/``b``: candidate runs, each
-    ``{"label": str, "data": [(table, corpus) per seed]}`` (:func:`brainot.image_scores.read`); ``counts``,
-    ``seed_index``: the plan (:func:`brainot.bootstrap.plan`) over these images and seeds."""
+    """One row per metric of claim ``name`` (a minus b, x100). ``a``/``b``: runs, each ``{"label": str, "data":
+    [(table, corpus) per seed]}`` (:func:`brainot.image_scores.read`), one of the two sides possibly several
+    candidates (module docstring); ``counts``, ``seed_index``: the plan (:func:`brainot.bootstrap.plan`) over
+    these images and seeds."""
+    if len(a) > 1 and len(b) > 1:
+        raise ClaimsError(f"claim {name!r}: only one side may list several runs; got {len(a)} and {len(b)}")
     n = counts.shape[1]
     plan0 = B.identity_plan(n)
 
@@ -122,16 +197,22 @@ def claim_rows(name: str, a: list[dict], b: list[dict], expect: str, counts: np.
         return {**run, "head": head, "reps": B.all_replicates(run["data"], counts, seed_index)}
 
     a, b = [scored(r) for r in a], [scored(r) for r in b]
+    many, test = (a, union_intersection) if len(a) > 1 else (b, intersection_union)
+    described = ("paired" if len(many) == 1 else
+                 f"{test.__name__.replace('_', '-')} over {len(many)} {'a' if many is a else 'b'} runs")
     nan = np.full(len(counts), np.nan)
     rows = []
     for metric in metrics:
         ra, rb = _best(a, metric), _best(b, metric)
         estimate = 100 * (ra["head"].get(metric, np.nan) - rb["head"].get(metric, np.nan))
-        diff = 100 * (ra["reps"].get(metric, nan) - rb["reps"].get(metric, nan))
-        lo, hi = B.percentile_interval(diff, level)
+        diffs = np.stack([100 * (x["reps"].get(metric, nan) - y["reps"].get(metric, nan))
+                          for x in a for y in b])                                  # (K, B)
+        result = test(diffs, expect, level)
         rows.append({"claim": name, "metric": metric, "a": ra["label"], "b": rb["label"], "estimate": estimate,
-                     "lo": lo, "hi": hi, "p": B.p_value(diff), "verdict": verdict(lo, hi, expect),
-                     "expect": expect, "n_images": n, "n_seeds": len(ra["data"]), "resamples": len(counts)})
+                     "lo": result["lo"], "hi": result["hi"], "p": result["p"], "verdict": result["verdict"],
+                     "expect": expect, "n_images": n, "n_seeds": len(ra["data"]), "resamples": len(counts),
+                     "test": described, "interval_of": many[result["index"]]["label"],
+                     "interval_level": result["level"]})
     return rows
 
 
@@ -185,6 +266,7 @@ def write(table: pd.DataFrame, csv_path: str | Path) -> Path:
     text = table.copy()
     for col in ("estimate", "lo", "hi"):
         text[col] = [f"{v:.4f}" for v in table[col]]
+    text["interval_level"] = [f"{v:.4f}" for v in table["interval_level"]]
     text["p"] = [f"{v:.5f}" for v in table["p"]]
     text.to_csv(csv_path, index=False)
     return parquet
