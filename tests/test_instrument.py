@@ -8,7 +8,7 @@ Two simulated subj01s differ only in ``synthetic.amplitude`` and the distractor 
 
 Each runs the data stage (simulate, extract, rois, the demo CLIP, embed) and one MSE encoder per region set
 (all, V, P, F, W, B). The claims rule of ``results/tables/claims.csv`` (the paired bootstrap over test images,
-the best family chosen by its own score, the verdict from the interval; :func:`claim`) is applied to
+synergy tested against every family, the verdict from the deciding interval; :func:`claim`) is applied to
 per-image retrieval scores of the test images: 2-way identification (the fraction of the other
 test images whose tokens the prediction is further from than from its own image's) and top-1 (1 when the
 prediction is closest to its own image's tokens), cosine of flattened tokens. Captions are not generated
@@ -117,12 +117,15 @@ def instrument(tmp_path_factory) -> dict:
 
 def claim(name: str, scores: dict, a: list[str], b: list[str]) -> list[dict]:
     """The claims rule of claims.csv (:func:`brainot.claims.claim_rows`) on per-image retrieval scores, one row
-    per metric (two_way, top1): on each side the run with the best score on all test images, their difference
-    (a minus b, x100) over the paired bootstrap plan (:func:`brainot.bootstrap.plan`, one seed), its percentile
-    interval, p-value and :func:`brainot.claims.verdict` for "a greater than b". ``claim_rows`` itself reads
-    caption-metric tables (BLEU statistics and the COCO metrics), which retrieval does not have."""
+    per metric (two_way, top1), for "a greater than b": every pairing's difference (a minus b, x100) over the
+    paired bootstrap plan (:func:`brainot.bootstrap.plan`, one seed), tested by
+    :func:`brainot.claims.intersection_union` (several b: "a beats every b"; one b: the plain paired test) or
+    :func:`brainot.claims.union_intersection` (several a: "some a beats b"). ``estimate`` is the run of best mean
+    on each side, a minus b, as the CSV's; ``interval_of`` the run whose interval decides. ``claim_rows`` itself
+    reads caption-metric tables (BLEU statistics and the COCO metrics), which retrieval does not have."""
     n = len(next(iter(scores.values())))
     counts, seed_index = bootstrap.plan(n, 1, RESAMPLES, 0)
+    many, test = (a, claims.union_intersection) if len(a) > 1 else (b, claims.intersection_union)
     rows = []
     for metric in ("two_way", "top1"):
         ra, rb = (max(side, key=lambda label: scores[label][metric].mean()) for side in (a, b))
@@ -130,11 +133,11 @@ def claim(name: str, scores: dict, a: list[str], b: list[str]) -> list[dict]:
         def reps(label):
             return bootstrap.weighted_mean(scores[label][metric].to_numpy()[None], counts, seed_index)
 
-        diff = 100 * (reps(ra) - reps(rb))
-        lo, hi = bootstrap.percentile_interval(diff)
+        result = test(np.stack([100 * (reps(x) - reps(y)) for x in a for y in b]), "greater")
         rows.append({"claim": name, "metric": metric, "a": ra, "b": rb,
-                     "estimate": 100 * (scores[ra][metric].mean() - scores[rb][metric].mean()), "lo": lo, "hi": hi,
-                     "p": bootstrap.p_value(diff), "verdict": claims.verdict(lo, hi, "greater")})
+                     "estimate": 100 * (scores[ra][metric].mean() - scores[rb][metric].mean()),
+                     "lo": result["lo"], "hi": result["hi"], "p": result["p"], "verdict": result["verdict"],
+                     "interval_of": many[result["index"]], "level": result["level"]})
     return rows
 
 
@@ -143,7 +146,8 @@ def test_planted_union_of_families_beats_the_best_family(instrument):
     """Synergy (all regions minus the best single family) is supported on 2-way identification."""
     scores = instrument["planted"]["scores"]
     rows = {r["metric"]: r for r in claim("synergy", scores, ["all/mse"], [f"{f}/mse" for f in FAMILIES])}
-    print(pd.DataFrame(rows.values())[["claim", "metric", "b", "estimate", "lo", "hi", "verdict"]].to_string())
+    print(pd.DataFrame(rows.values())[["claim", "metric", "b", "estimate", "lo", "hi", "p", "verdict", "interval_of",
+                                       "level"]].to_string())
     print({k: (round(s["two_way"].mean(), 3), round(s["top1"].mean(), 3)) for k, s in scores.items()})
     assert rows["two_way"]["b"] == "P/mse", rows            # the place family leads the families
     assert rows["two_way"]["verdict"] == "supported", rows
@@ -152,19 +156,18 @@ def test_planted_union_of_families_beats_the_best_family(instrument):
 
 @pytest.mark.slow
 def test_null_finds_nothing(instrument):
-    """With every amplitude 0 no claim is supported, and a claim between two given runs (OT vs MSE, partial
-    mass) is inconclusive, its interval covering 0. The synergy claim picks its best family on the same test
-    images it then tests on; under the null that choice alone can push "all minus the best family" below 0
-    (docs/simulator.md, "The simulator as an instrument"), so only "not supported" is asserted for it."""
+    """With every amplitude 0 every claim is inconclusive or its interval covers 0: synergy (all beats every
+    family, intersection-union over the 5 families), partial mass (some mass < 1 beats mass 1,
+    union-intersection over the masses), and OT vs MSE (two given runs)."""
     scores = instrument["null"]["scores"]
     mass = bcfg.objective("ot", DEMO["loss"]["mass"])
-    synergy = claim("synergy", scores, ["all/mse"], [f"{f}/mse" for f in FAMILIES])
-    paired = claim("ot_vs_mse", scores, [f"all/{mass}"], ["all/mse"]) + claim("partial_mass", scores, [f"all/{mass}"],
-                                                                             ["all/ot1"])
-    table = pd.DataFrame(synergy + paired)[["claim", "metric", "b", "estimate", "lo", "hi", "verdict"]].to_string()
+    rows = (claim("synergy", scores, ["all/mse"], [f"{f}/mse" for f in FAMILIES])
+            + claim("ot_vs_mse", scores, [f"all/{mass}"], ["all/mse"])
+            + claim("partial_mass", scores, [f"all/{mass}"], ["all/ot1"]))
+    table = pd.DataFrame(rows)[["claim", "metric", "b", "estimate", "lo", "hi", "p", "verdict", "interval_of",
+                                "level"]].to_string()
     print(table)
-    assert all(row["verdict"] != "supported" for row in synergy), table
-    assert all(row["verdict"] == "inconclusive" and row["lo"] <= 0 <= row["hi"] for row in paired), table
+    assert all(row["verdict"] == "inconclusive" or row["lo"] <= 0 <= row["hi"] for row in rows), table
     assert all(0.4 < s["two_way"].mean() < 0.6 for s in scores.values()), {k: s["two_way"].mean() for k, s in scores.items()}
 
 

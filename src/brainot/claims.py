@@ -140,10 +140,10 @@ def _best(runs: list[dict], metric: str) -> dict:
 def config_claims(config: dict, images_of) -> list[dict]:
     """The claims of a validated config, as the ``claims`` list of a spec.
 
-    Built in: ``synergy`` (the tables.roi region set ``[all]`` minus the best single-family set of
-    tables.roi.regions), ``ot_vs_mse_s1`` and ``ot_vs_mse_cross`` (tables.methods: OT at loss.mass minus MSE),
-    ``partial_mass_<region>`` per region set of tables.lambda (the best lambda < 1 minus lambda = 1, when both
-    are swept); then tables.claims. ``images_of(trainset, region, objective)`` gives a cell's per-image files,
+    Built in: ``synergy`` (the tables.roi region set ``[all]`` against every single-family set of
+    tables.roi.regions: "all beats every family"), ``ot_vs_mse_s1`` and ``ot_vs_mse_cross`` (tables.methods: OT
+    at loss.mass minus MSE), ``partial_mass_<region>`` per region set of tables.lambda (every lambda < 1 against
+    lambda = 1, when both are swept: "some lambda < 1 beats lambda = 1"); then tables.claims. ``images_of(trainset, region, objective)`` gives a cell's per-image files,
     one per seed of tables.seeds.
     """
     from brainot.config import objective as objective_of
