@@ -77,8 +77,11 @@ def test_claims_have_their_rows_and_intervals_around_the_estimates(micro_workflo
     assert set(table["n_images"]) == {cfg["synthetic"]["n_shared"]}
     measured = table.dropna(subset=["lo", "hi"])
     assert set(measured["metric"]) >= {"CIDEr", "METEOR", "ROUGE", "BLEU4", "CLIP-S"}
-    # 4 decimals in the CSV: the bounds may equal the estimate (a metric no resample moves, e.g. both runs 0)
-    assert ((measured["lo"] <= measured["estimate"] + 1e-4) & (measured["estimate"] <= measured["hi"] + 1e-4)).all()
+    # An interval of the estimate's own difference holds the estimate; a multi-candidate claim may report another
+    # candidate's interval (the one deciding its verdict). 4 decimals in the CSV: the bounds may equal the estimate.
+    own = measured[[r.interval_of in (r.a, r.b) for r in measured.itertuples()]]
+    assert set(own["claim"]) >= {"ot_vs_mse_s1", "ot_vs_mse_cross"}   # one candidate a side: always its own
+    assert ((own["lo"] <= own["estimate"] + 1e-4) & (own["estimate"] <= own["hi"] + 1e-4)).all()
     assert set(table["verdict"]) <= set(claims.VERDICTS)
     for row in measured.itertuples():
         assert row.verdict == claims.verdict(row.lo, row.hi, row.expect), row
