@@ -91,24 +91,14 @@ def bleu(totals: np.ndarray) -> np.ndarray:
     return scores * penalty[..., None]
 
 
-def coco_per_image(res: dict, gts: dict, log=sys.stderr) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Per-image scores of the COCO toolkit's metrics on tokenized captions, and METEOR's corpus score.
-
-    Returns a table with one row per image (``res``'s key order): :data:`BLEU_STATS`, ``METEOR``, ``ROUGE``,
-    ``CIDEr`` (pycocoevalcap's ``Meteor``, ``Rouge``, ``Cider`` over the whole set in one call each), and
-    ``{"METEOR": corpus METEOR}``.
-    """
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    from brainot.meteor_service import meteor_score
-
+def coco_per_image(res: dict, gts: dict, each: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per-image scores of the COCO toolkit's metrics on tokenized captions: one row per image (``res``'s key
+    order) with :data:`BLEU_STATS` (counted here) and ``METEOR``, ``ROUGE``, ``CIDEr`` from ``each``, the
+    per-image arrays of :func:`brainot.metrics.coco_scores`."""
     table = pd.DataFrame(bleu_stats(res, gts), columns=list(BLEU_STATS))
-    meteor, meteor_each = meteor_score(gts, res, log)
-    table["METEOR"] = np.asarray(meteor_each, dtype=np.float64)
-    table["ROUGE"] = np.asarray(Rouge().compute_score(gts, res)[1], dtype=np.float64)
-    table["CIDEr"] = np.asarray(Cider().compute_score(gts, res)[1], dtype=np.float64)
-    return table, {"METEOR": float(meteor)}
+    for name in ("METEOR", "ROUGE", "CIDEr"):
+        table[name] = np.asarray(each[name], dtype=np.float64)
+    return table
 
 
 def write(table: pd.DataFrame, path: str | Path, corpus: dict[str, float]) -> Path:
@@ -129,12 +119,14 @@ def write(table: pd.DataFrame, path: str | Path, corpus: dict[str, float]) -> Pa
     return path
 
 
-def save(path: str | Path, res: dict, gts: dict, extra: dict[str, np.ndarray], log=sys.stderr) -> Path:
-    """:func:`coco_per_image` of tokenized ``res``/``gts`` plus the per-image arrays in ``extra`` (e.g.
-    ``CLIP-S``, ``RefCLIP-S``, one value per image in the same order), written to ``path`` (:func:`write`)."""
+def save(path: str | Path, res: dict, gts: dict, each: dict[str, np.ndarray], corpus: dict[str, float],
+         log=sys.stderr) -> Path:
+    """Per-image scores written to ``path`` (:func:`write`): :func:`coco_per_image` of tokenized ``res``/``gts``
+    plus the other per-image arrays in ``each`` (``SPICE``, ``CLIP-S``, ``RefCLIP-S``, one value per image in the
+    same order); ``corpus``: the corpus scores that are not a mean of their column (METEOR)."""
     t0 = time.perf_counter()
-    table, corpus = coco_per_image(res, gts, log)
-    for name, values in extra.items():
+    table = coco_per_image(res, gts, each)
+    for name, values in ((k, v) for k, v in each.items() if k not in table.columns):
         values = np.asarray(values, dtype=np.float64)
         if values.shape != (len(table),):
             raise ImageScoresError(f"{path}: {name} has shape {values.shape}; expected ({len(table)},)")

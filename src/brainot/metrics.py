@@ -120,8 +120,10 @@ def degenerate(res: dict) -> list[str]:
     return []
 
 
-def coco_scores(res: dict, gts: dict, log=None) -> dict[str, float]:
-    """BLEU1-4, METEOR, ROUGE, CIDEr of tokenized captions (:func:`ptb_tokenize`) over the whole set.
+def coco_scores(res: dict, gts: dict, log=None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """BLEU1-4, METEOR, ROUGE, CIDEr of tokenized captions (:func:`ptb_tokenize`) over the whole set, and the
+    per-image METEOR, ROUGE and CIDEr (N,) float64 the same scorer calls give (res's key order; CIDEr's with the
+    document frequencies of the whole set), so that per-image scores cost no second pass.
 
     The scorers and their order are COCOEvalCap's; each returns the corpus-level score it reports. METEOR comes
     from the run's shared JVM when the workflow started one (:mod:`brainot.meteor_service`), else from a JVM
@@ -136,10 +138,12 @@ def coco_scores(res: dict, gts: dict, log=None) -> dict[str, float]:
     if res.keys() != gts.keys():
         raise MetricError("candidates and references cover different images")
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    meteor, _ = meteor_score(gts, res, log or sys.stderr)
-    rouge, _ = Rouge().compute_score(gts, res)
-    cider, _ = Cider().compute_score(gts, res)
-    return dict(zip(COCO_METRICS, [*bleu, meteor, rouge, cider]))
+    meteor, meteor_each = meteor_score(gts, res, log or sys.stderr)
+    rouge, rouge_each = Rouge().compute_score(gts, res)
+    cider, cider_each = Cider().compute_score(gts, res)
+    each = {name: np.asarray(values, dtype=np.float64)
+            for name, values in (("METEOR", meteor_each), ("ROUGE", rouge_each), ("CIDEr", cider_each))}
+    return dict(zip(COCO_METRICS, [*bleu, meteor, rouge, cider])), each
 
 
 # ---------------------------------------------------------------- SPICE

@@ -208,7 +208,9 @@ def score(candidates: list[str], references: list[list[str]], images: Iterable |
     t0 = time.perf_counter()
     res, gts = M.ptb_tokenize(candidates, references)
     warnings = M.degenerate(res)
-    raw.update(M.coco_scores(res, gts, log))
+    corpus, coco_each = M.coco_scores(res, gts, log)
+    raw.update(corpus)
+    each.update(coco_each)
     print(f"BLEU, METEOR, ROUGE, CIDEr on {n} images: {time.perf_counter() - t0:.1f} s", file=log)
 
     reason = M.spice_unavailable(spice_jars)
@@ -220,7 +222,7 @@ def score(candidates: list[str], references: list[list[str]], images: Iterable |
     else:
         unavailable["SPICE"] = reason
     if images_out is not None:
-        image_scores.save(images_out, res, gts, each, log)
+        image_scores.save(images_out, res, gts, each, {"METEOR": raw["METEOR"]}, log)
 
     out = {name: (x100(raw[name]) if name in raw else None) for name in M.METRICS}
     out["n"] = n
