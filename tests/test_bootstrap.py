@@ -139,3 +139,56 @@ def test_interval_ends_settle_as_resamples_grow():
     # Monte Carlo error of a percentile ~ 1 / sqrt(B): 25 times the resamples, about 5 times less spread
     assert many < few / 2.5 and many > 0
     assert set(B.end_spread(runs, ["CIDEr", "SPICE"], 100)) == {"CIDEr"}     # no run has SPICE
+
+
+def test_integer_counts_give_the_replicates_of_float_counts_in_blocks_or_at_once():
+    rng = np.random.default_rng(5)
+    stats = rng.integers(0, 30, size=(3, 40, len(IS.BLEU_STATS))).astype(np.float64)
+    values = rng.exponential(0.6, size=(3, 40, 4))
+    values[1, 7, 2] = np.nan
+    counts, seed_index = B.plan(40, 3, 1000, seed=9)
+    assert counts.dtype == np.uint16 and counts.nbytes == 1000 * 40 * 2
+    assert (counts.sum(axis=1) == 40).all()
+    as_float = counts.astype(np.float64)
+    one_shot = B.weighted_sums(values, as_float, seed_index, block_rows=len(counts))
+    for c, rows in ((counts, None), (counts, 64), (counts, 1), (as_float, 37)):
+        assert np.allclose(B.weighted_sums(values, c, seed_index, block_rows=rows), one_shot, rtol=1e-12, atol=0,
+                           equal_nan=True), rows
+    assert np.allclose(B.bleu_replicates(stats, counts, seed_index), B.bleu_replicates(stats, as_float, seed_index),
+                       rtol=1e-12, atol=0)
+    means = B.weighted_means(values, counts, seed_index)
+    assert np.allclose(means, B.weighted_means(values, as_float, seed_index), rtol=1e-12, atol=0, equal_nan=True)
+    # the NaN of seed 1's image 7 reaches exactly the replicates of seed 1 that drew image 7
+    assert np.array_equal(np.isnan(means[:, 2]), (seed_index == 1) & (counts[:, 7] > 0))
+    # a one-seed plan takes the sliced path; the result matches a float matrix product row by row
+    counts1, seed1 = B.plan(40, 1, 300, seed=2)
+    assert np.allclose(B.weighted_sums(values[:1], counts1, seed1, block_rows=7),
+                       counts1.astype(np.float64) @ values[0], rtol=1e-12, atol=0, equal_nan=True)
+
+
+def test_a_plan_drawn_in_blocks_is_the_plan_drawn_at_once(monkeypatch):
+    counts, seed_index = B.plan(30, 2, 500, seed=4)
+    monkeypatch.setattr(B, "BLOCK_ELEMENTS", 30 * 7)           # blocks of 7 rows
+    small_blocks = B.plan(30, 2, 500, seed=4)
+    rng = np.random.default_rng(4)                             # the same draws without blocks
+    assert np.array_equal(seed_index, rng.integers(2, size=500)) and np.array_equal(small_blocks[1], seed_index)
+    assert np.array_equal(counts, rng.multinomial(30, np.full(30, 1 / 30), size=500))
+    assert np.array_equal(small_blocks[0], counts)
+
+
+def test_auto_resamples_spend_a_fixed_budget_of_draws_with_a_floor(monkeypatch):
+    assert B.n_resamples("auto", 150) == 666_667 == -(-B.AUTO_BUDGET // 150)
+    assert B.n_resamples("auto", 982) == 101_833
+    assert B.n_resamples("auto", 100_000) == B.AUTO_MIN == 10_000
+    assert B.n_resamples(2000, 150) == 2000 and B.n_resamples(np.int64(7), 3) == 7
+    for bad in (0, -5, 1.5, True, "10000", "Auto", None):
+        with pytest.raises(ValueError, match="resamples must be an integer >= 1 or 'auto'"):
+            B.n_resamples(bad, 150)
+    # counts never exceed N: 2 bytes each up to 65535 images
+    assert B.count_dtype(65_535) == np.uint16 and B.count_dtype(65_536) == np.uint32
+    # the plan takes 'auto' (a small budget here, to keep the test light)
+    monkeypatch.setattr(B, "AUTO_BUDGET", 3000)
+    monkeypatch.setattr(B, "AUTO_MIN", 100)
+    assert B.plan(7, 2, "auto", seed=0)[0].shape == (429, 7)
+    counts, seed_index = B.plan(60, 2, "auto", seed=0)
+    assert counts.shape == (100, 60) and seed_index.shape == (100,)

@@ -251,7 +251,7 @@ def claims_table(spec: dict) -> pd.DataFrame:
     if len(sizes) != 1 or len(seeds) != 1:
         raise ClaimsError(f"every run must have the same test images and seeds; got image counts {sorted(sizes)} "
                           f"and seed counts {sorted(seeds)}")
-    counts, seed_index = B.plan(sizes.pop(), seeds.pop(), int(spec["resamples"]), int(spec["seed"]))
+    counts, seed_index = B.plan(sizes.pop(), seeds.pop(), spec["resamples"], int(spec["seed"]))
     rows = [row for name, a, b, expect in loaded
             for row in claim_rows(name, a, b, expect, counts, seed_index, float(spec.get("level", 0.95)))]
     return pd.DataFrame(rows, columns=list(COLUMNS))

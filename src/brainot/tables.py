@@ -182,12 +182,13 @@ def interval_columns() -> list[str]:
     return [f"{m}_{end}" for m in METRICS for end in ("lo", "hi")]
 
 
-def with_intervals(table: pd.DataFrame, images: list[list[str]], resamples: int, seed: int,
+def with_intervals(table: pd.DataFrame, images: list[list[str]], resamples: int | str, seed: int,
                    level: float = 0.95) -> pd.DataFrame:
     """``table`` with :func:`interval_columns` appended: the percentile interval (x100) of each metric of the
     first ``len(images)`` rows from the paired bootstrap (:mod:`brainot.bootstrap`; docs/statistics.md);
     later rows (the paper's) get NaN. ``images[r]``: row r's per-image files, one per seed of tables.seeds
-    (one file for a run without seeds). Every row is resampled with the same plan."""
+    (one file for a run without seeds). Every row is resampled with the same plan, of ``resamples`` replicates
+    (an integer or ``"auto"``: :func:`brainot.bootstrap.n_resamples`)."""
     from brainot import bootstrap, image_scores
 
     if len(images) > len(table):
