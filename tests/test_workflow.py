@@ -202,8 +202,9 @@ def test_adding_a_mass_runs_only_its_cells(finished, micro_cfg):
     lam = micro_cfg["tables"]["lambda"]
     assert lam["regions"] == ["all"]
     jobs = after_edit(finished, {"tables": {"lambda": {"masses": [*lam["masses"], 0.3]}}})
+    # claims.csv too: the partial-mass claim tests every mass below 1
     assert jobs == {*cell(lam["trainset"], "all", "ot0.3"), ("table_lambda", "results/tables/lambda.csv"),
-                    ("figure_lambda", "results/figures/lambda.png")}
+                    ("figure_lambda", "results/figures/lambda.png"), ("claims", "results/tables/claims.csv")}
 
 
 @pytest.mark.slow
@@ -227,8 +228,10 @@ def test_adding_a_subject_to_a_training_set_reruns_that_training_sets_cells_only
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overlay, expected", [
+    # claims.csv too: the synergy claim tests all regions against every family of tables.roi.regions
     ({"tables": {"roi": {"regions": ["all", "V", "P"]}}},
-     {("voxel_table_roi", "results/tables/voxels-roi.csv"), ("table_roi", "results/tables/roi.csv")}),
+     {("voxel_table_roi", "results/tables/voxels-roi.csv"), ("table_roi", "results/tables/roi.csv"),
+      ("claims", "results/tables/claims.csv")}),
     ({"figures": {"lambda": {"metrics": ["CIDEr"]}}}, {("figure_lambda", "results/figures/lambda.png")}),
     ({"figures": {"roi_maps": {"slices": 4}}},
      {("figure_roi_maps", "results/figures/roi_maps_subj01.png"), ("figure_roi_maps", "results/figures/roi_maps_subj02.png")}),
