@@ -18,6 +18,15 @@ def fresh():
     return copy.deepcopy(REAL)
 
 
+def assert_rejected(edit, message: str) -> None:
+    """``edit`` applied to a fresh config makes validation fail with ``message`` in the error."""
+    raw = fresh()
+    edit(raw)
+    with pytest.raises(bcfg.ConfigError) as err:
+        bcfg.validate(raw)
+    assert message in str(err.value)
+
+
 def test_real_config_is_valid_and_has_the_papers_settings():
     cfg = bcfg.validate(fresh())
     assert cfg["nsd"]["subjects"] == [1, 2, 5, 7]
@@ -76,11 +85,7 @@ def test_schema_rejects_with_the_key_path(edit, path):
     ],
 )
 def test_cross_references_are_checked(edit, message):
-    raw = fresh()
-    edit(raw)
-    with pytest.raises(bcfg.ConfigError) as err:
-        bcfg.validate(raw)
-    assert message in str(err.value)
+    assert_rejected(edit, message)
 
 
 def test_area_labels_are_region_terms():
@@ -149,11 +154,7 @@ def test_objective_masses_outside_the_unit_interval_are_rejected():
     ],
 )
 def test_names_that_become_files_or_wildcards_must_match_their_pattern(edit, path):
-    raw = fresh()
-    edit(raw)
-    with pytest.raises(bcfg.ConfigError) as err:
-        bcfg.validate(raw)
-    assert path in str(err.value)
+    assert_rejected(edit, path)
 
 
 def test_real_aws_regions_are_accepted():
