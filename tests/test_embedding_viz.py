@@ -108,11 +108,16 @@ def test_table_has_the_papers_rows_and_two_runs_agree(paper_predictions, tmp_pat
     first, second = tmp_path / "a" / "viz.csv", tmp_path / "b" / "viz.csv"
     table = run_cli(cfg, paths, first)
     run_cli(cfg, paths, second)
-    written = pd.read_csv(first)
-    assert list(written.columns) == ["Region", "Methods", "S-Score", "D-B Index"]
-    assert list(zip(written["Region"], written["Methods"])) == [
-        ("5 regions", "PCA"), ("V-PFBW", "PCA"), ("5 regions", "UMAP"), ("V-PFBW", "UMAP")]
-    np.testing.assert_allclose(written[["S-Score", "D-B Index"]], table[["S-Score", "D-B Index"]], atol=5e-5)
+    written = pd.read_csv(first, keep_default_na=False)
+    assert list(written.columns) == ["source", "Region", "Methods", "S-Score", "D-B Index"]
+    order = [("5 regions", "PCA"), ("V-PFBW", "PCA"), ("5 regions", "UMAP"), ("V-PFBW", "UMAP")]
+    assert list(zip(written["source"], written["Region"], written["Methods"])) == [
+        *(("this run", *row) for row in order), *(("paper (reported)", *row) for row in order)]
+    ours = written[written["source"] == "this run"]
+    np.testing.assert_allclose(ours[["S-Score", "D-B Index"]], table[["S-Score", "D-B Index"]], atol=5e-5)
+    paper = written[written["source"] == "paper (reported)"].set_index(["Region", "Methods"])
+    assert paper.loc[("V-PFBW", "UMAP"), "S-Score"] == pytest.approx(0.1344)   # Table 3 of the paper
+    assert paper.loc[("5 regions", "PCA"), "D-B Index"] == pytest.approx(12.7383)
     assert first.read_bytes() == second.read_bytes()
     pd.testing.assert_frame_equal(pd.read_parquet(first.with_suffix(".parquet")),
                                   pd.read_parquet(second.with_suffix(".parquet")))

@@ -22,8 +22,9 @@ How Table 3 is read here (the paper gives no more than its row names):
   = labels better separated) and D-B Index ``davies_bouldin_score`` (lower = better separated) of the labels on
   the 2-D projection.
 
-Output: the table (columns ``Region``, ``Methods``, ``S-Score``, ``D-B Index``; the paper's row order: every
-grouping under PCA, then under UMAP) as CSV and Parquet, and one figure: a row of panels per grouping (PCA,
+Output: the table (columns ``source``, ``Region``, ``Methods``, ``S-Score``, ``D-B Index``; the paper's row
+order: every grouping under PCA, then under UMAP; this run's rows, then the paper's of the groupings it names)
+as CSV and Parquet, and one figure: a row of panels per grouping (PCA,
 UMAP), points coloured by region set.
 """
 
@@ -41,14 +42,14 @@ import pandas as pd
 from brainot import data
 from brainot.config import ConfigError
 from brainot.data import DataError
-from brainot.tables import write_numeric
+from brainot.tables import PAPER, with_paper_rows, write_numeric
 
 METHODS = ("PCA", "UMAP")
 POOLINGS = ("mean", "flat")
 UMAP_NEIGHBORS = 15   # umap-learn's default n_neighbors
 CFG_KEYS = ("groupings", "pooling", "seed")
 COLUMNS = ["Region", "Methods", "S-Score", "D-B Index"]
-# The paper's Table 3, for the log's comparison.
+# The paper's Table 3: (row, method) -> (S-Score, D-B Index).
 PAPER_TABLE3 = {("5 regions", "PCA"): (-0.0936, 12.7383), ("V-PFBW", "PCA"): (0.0261, 5.7202),
                 ("5 regions", "UMAP"): (-0.0784, 9.1067), ("V-PFBW", "UMAP"): (0.1344, 3.6206)}
 
@@ -184,6 +185,15 @@ def viz_table(groupings: dict[str, dict[str, np.ndarray]], pooling: str, seed: i
     return pd.DataFrame(rows, columns=COLUMNS), projections
 
 
+def paper_table3(names: list[str]) -> pd.DataFrame:
+    """The paper's Table 3 rows of the groupings ``names`` it reports (by row name), method-major as in the
+    paper, marked ``source`` = the paper; a grouping the paper does not name has no row."""
+    rows = [{"source": PAPER, "Region": name, "Methods": method, "S-Score": PAPER_TABLE3[name, method][0],
+             "D-B Index": PAPER_TABLE3[name, method][1]}
+            for method in METHODS for name in names if (name, method) in PAPER_TABLE3]
+    return pd.DataFrame(rows, columns=["source", *COLUMNS])
+
+
 # ---------------------------------------------------------------------------------------------- outputs
 
 
@@ -253,7 +263,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                            f"(given: {', '.join(predictions)})")
         groupings[name] = {r: predictions[r] for r in regions}
     table, projections = viz_table(groupings, cfg["pooling"], cfg["seed"])
-    parquet = write_numeric(table, args.out, "%.4f")
+    parquet = write_numeric(with_paper_rows(table, paper_table3(list(groupings))), args.out, "%.4f")
     n_images = len(next(iter(predictions.values())))
     plot(projections, table, args.figure, f"Predicted test embeddings ({n_images} images per encoder, "
                                           f"{cfg['pooling']}-pooled tokens)")
