@@ -1,6 +1,6 @@
 """Peak memory and time of the training-data reads at NSD's real sizes (no NSD download needed).
 
-Writes, once, a voxels file, a region set and an image-token cache in the pipeline's formats (DESIGN.md) with
+Writes, once, a voxels file, a region set and an image-token cache in the pipeline's formats (docs/contracts.md) with
 subject 1's sizes: 15724 nsdgeneral voxels, 8859 training and 982 test images (9841 images, 37 sessions x 750
 trials, 3 repeats), tokens 256 x 1024 float16 (ViT-L/14's penultimate layer). ``--fraction f`` scales the image
 counts by f (the voxel count and token shape stay real). Then, each in a fresh child process so that its peak
