@@ -10,7 +10,7 @@ bash scripts/install.sh
 .venv/bin/snakemake --cores "${CORES:-2}" --configfile demo/config.yaml "$@"
 if [ "$#" -eq 0 ] && [ -f results/tables/claims.csv ]; then
     echo
-    echo "results/tables/claims.csv (a minus b, x100; lo, hi: the 95% paired-bootstrap interval):"
+    echo "results/tables/claims.csv (a minus b, x100; lo, hi: the paired-bootstrap interval that decides the verdict, at 95% or Bonferroni-corrected for a claim over several runs: docs/statistics.md):"
     .venv/bin/python -c '
 import sys, pandas as pd
 t = pd.read_csv(sys.argv[1])
