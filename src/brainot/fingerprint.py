@@ -32,7 +32,8 @@ HASHED_BYTES = 32 << 20   # files up to 32 MiB are hashed (0.1 s); larger ones g
 _READ = 1 << 20
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_READ):
@@ -46,7 +47,7 @@ def file_identity(path: str | os.PathLike, name: str | None = None) -> dict:
     st = path.stat()
     ident = {"path": name if name is not None else str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     if st.st_size <= HASHED_BYTES:
-        ident["sha256"] = _sha256(path)
+        ident["sha256"] = sha256_file(path)
     return ident
 
 

@@ -18,7 +18,6 @@ Every score here is on the toolkits' own scale (BLEU in [0, 1], CIDEr in [0, 10]
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from brainot.fingerprint import sha256_file
 
 METRICS = ("BLEU1", "BLEU2", "BLEU3", "BLEU4", "METEOR", "ROUGE", "CIDEr", "SPICE", "CLIP-S", "RefCLIP-S")
 COCO_METRICS = METRICS[:7]
@@ -172,14 +173,6 @@ def read_sha256sums(path: Path) -> dict[str, str]:
                               f"got {line!r}")
         sums[Path(parts[1].strip().lstrip("*")).name] = parts[0].lower()
     return sums
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def spice_unavailable(jars_dir: str | Path | None) -> str | None:
