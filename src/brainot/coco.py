@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from brainot import layout
+from brainot.atomic import atomic_open, atomic_path, write_text
 
 STIM_COLUMNS = ("nsdId", "cocoId", "cocoSplit")
 # Where the caption files sit inside COCO's annotations_trainval2017.zip.
@@ -141,24 +141,23 @@ def _open(url: str):
 
 
 def download(url: str, dest: Path, size: int | None, md5: str | None, chunk: int = 1 << 20) -> str:
-    """Stream ``url`` to ``dest`` (through ``dest.part``), checking its byte count and MD5; returns the MD5.
+    """Stream ``url`` to ``dest`` (through a temporary name, :func:`brainot.atomic.atomic_path`), checking its
+    byte count and MD5; returns the MD5.
 
     ``size`` / ``md5`` None skip that check. A mismatch deletes the download and raises naming both values.
     """
-    part = dest.with_name(dest.name + ".part")
     digest, n = hashlib.md5(), 0
-    with _open(url) as response, open(part, "wb") as fh:
-        while block := response.read(chunk):
-            fh.write(block)
-            digest.update(block)
-            n += len(block)
-    got = digest.hexdigest()
-    for what, expected, found in (("size", size, n), ("MD5", md5, got)):
-        if expected is not None and expected != found:
-            part.unlink()
-            raise CaptionError(f"{url}: {what} {found} differs from nsd.coco_annotations.{what.lower()} {expected}; "
-                               "the download was deleted")
-    os.replace(part, dest)
+    with atomic_path(dest) as part:   # removed when a check below raises
+        with _open(url) as response, open(part, "wb") as fh:
+            while block := response.read(chunk):
+                fh.write(block)
+                digest.update(block)
+                n += len(block)
+        got = digest.hexdigest()
+        for what, expected, found in (("size", size, n), ("MD5", md5, got)):
+            if expected is not None and expected != found:
+                raise CaptionError(f"{url}: {what} {found} differs from nsd.coco_annotations.{what.lower()} "
+                                   f"{expected}; the download was deleted")
     return got
 
 
@@ -187,15 +186,13 @@ def fetch_annotations(url: str, size: int | None, md5: str | None, out: str | Pa
             if missing:
                 raise CaptionError(f"{url} (MD5 {got}): no member(s) {missing}; expected COCO's annotation archive")
             for member, target in zip(members, targets):
-                tmp = target.with_name(target.name + ".part")
-                with zf.open(member) as src, open(tmp, "wb") as dst:
+                with zf.open(member) as src, atomic_open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-                os.replace(tmp, target)
     except zipfile.BadZipFile as exc:
         raise CaptionError(f"{url} (MD5 {got}): not a zip archive ({exc})") from None
     finally:
         archive.unlink(missing_ok=True)
-    stamp.write_text(json.dumps(record) + "\n")
+    write_text(stamp, json.dumps(record) + "\n")
     return targets
 
 
