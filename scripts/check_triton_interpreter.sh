@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# brainot.ot_fast's Triton kernel against the plain solver, run in Triton's interpreter on CPU tensors (no GPU):
+# brainot.model.ot_fast's Triton kernel against the plain solver, run in Triton's interpreter on CPU tensors (no GPU):
 #
 #     bash scripts/check_triton_interpreter.sh          # a few minutes on 2 cores
 #
@@ -33,9 +33,9 @@ import time
 import torch
 import triton
 
-from brainot import ot as bot
-from brainot import ot_fast
-from brainot.bench_ot import make_problem
+from brainot.model import ot as bot
+from brainot.model import ot_fast
+from benchmarks.ot import make_problem
 
 torch.set_num_threads(1)
 print(f"triton {triton.__version__} (interpreter), torch {torch.__version__}")
@@ -89,7 +89,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from brainot import ot_fast
+from brainot.model import ot_fast
 
 pointers = ("logK_ptr", "log_a_ptr", "log_b_ptr", "log_m_ptr", "v_in_ptr", "u_ptr", "v_ptr")
 signature = {name: "*fp32" for name in pointers}

@@ -3,9 +3,9 @@
 #
 #     bash scripts/gpu_bench.sh                 # writes under $OUT (default ./gpu-out)
 #
-# Runs `python -m brainot.bench --size paper` one section per process, each under `timeout`, so that a hang
+# Runs `python -m benchmarks.pipeline --size paper` one section per process, each under `timeout`, so that a hang
 # or a crash in one section keeps the others' numbers; then merges them into bench-gpu.json / bench-gpu.txt.
-# Each fused OT backend (brainot.ot_fast) gets its own process: a CUDA error in one (which poisons the process's
+# Each fused OT backend (brainot.model.ot_fast) gets its own process: a CUDA error in one (which poisons the process's
 # CUDA context) or a hang cannot take the plain rows or the other backends with it. Order: ot (authors, MSE,
 # plain solver, exact LP), ot-triton, ot-graph, train (MSE, plain OT, Triton OT), caption, embed, then the
 # torch.compile backend (slowest to build, least needed) with what is left of the budget.
@@ -63,7 +63,7 @@ if ! "$PY" -c "import torch, transformers, ot" 2>/dev/null; then
         timeout 120 "$PY" -m pip install -q -e . || echo "gpu_bench: pip install -e . failed"
     fi
 fi
-if ! "$PY" -c "import torch, transformers, ot, brainot.bench" ; then
+if ! "$PY" -c "import torch, transformers, ot, benchmarks.pipeline" ; then
     echo "gpu_bench: FAILED: cannot import torch, transformers, POT (ot) and brainot with $PY"
     exit 1
 fi
@@ -94,7 +94,7 @@ step() {  # step NAME LIMIT_S ARGS...: one bench process under timeout, within t
     fi
     [ "$limit" -gt "$left" ] && limit=$left
     echo "gpu_bench: step $name (limit ${limit}s) at +$((SECONDS - START))s"
-    timeout -k 10 "$limit" "$PY" -m brainot.bench --size "$SIZE" --out "$STEPS/$name.json" "$@" "${EXTRA[@]}"
+    timeout -k 10 "$limit" "$PY" -m benchmarks.pipeline --size "$SIZE" --out "$STEPS/$name.json" "$@" "${EXTRA[@]}"
     local rc=$?
     echo  # a killed step leaves its progress bar without a newline
     echo "gpu_bench: step $name exit $rc$([ $rc -eq 124 ] && echo ' (timed out)') at +$((SECONDS - START))s"
@@ -115,7 +115,7 @@ import json, os, sys
 path, name, text, size = sys.argv[1:5]
 if os.path.exists(path) and os.path.getsize(path):
     report = json.load(open(path))
-else:  # a report holding the row alone (brainot.bench --merge takes the run's header from another one)
+else:  # a report holding the row alone (benchmarks.pipeline --merge takes the run's header from another one)
     report = {"stub": True, "size": size, "device": "unknown", "device_type": "unknown", "versions": {},
               "commit": os.environ.get("BRAINOT_COMMIT", "unknown"), "date": "", "max_cost_error": 0.005,
               "wall_s": 0.0, "results": []}
@@ -136,7 +136,7 @@ if [ ${#done_jsons[@]} -eq 0 ]; then
     echo "gpu_bench: FAILED: no step wrote its report"
     exit 1
 fi
-"$PY" -m brainot.bench --merge "${done_jsons[@]}" --out "$OUT/bench-gpu.json" --table "$OUT/bench-gpu.txt"
+"$PY" -m benchmarks.pipeline --merge "${done_jsons[@]}" --out "$OUT/bench-gpu.json" --table "$OUT/bench-gpu.txt"
 rc=$?
 echo "gpu_bench: merge exit $rc (1 = some measurement failed, see the table); total $((SECONDS - START))s"
 echo "gpu_bench: wrote $(ls "$OUT" | tr '\n' ' ')"

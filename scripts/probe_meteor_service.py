@@ -1,4 +1,4 @@
-"""Probe the METEOR service (brainot.meteor_service) as a hostile local user would.
+"""Probe the METEOR service (brainot.scoring.meteor_service) as a hostile local user would.
 
 Starts the service under umask 000, connects a client that never says anything, then makes a request with a
 wrong key (refused at once by a service that gets to the handshake; no JVM is started) and reports the socket's
@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 
-from brainot import meteor_service as MS
+from brainot.scoring import meteor_service as MS
 
 old = os.umask(0)
 try:

@@ -5,7 +5,7 @@
 Its ``nsd.source`` still names the demo's directory: a test that reads the simulated data points it at
 ``simulated_nsd`` (``cfg["nsd"]["source"] = f"file://{simulated_nsd}"``).
 
-``simulated_nsd`` is written once per test session by :func:`brainot.simulate.simulate` and returned as
+``simulated_nsd`` is written once per test session by :func:`brainot_demo.simulate.simulate` and returned as
 the directory that holds the bucket keys (``simulated_nsd / layout.EXPDESIGN`` etc.). Treat it as read-only.
 """
 
@@ -65,7 +65,7 @@ def sim_cfg(_sim_cfg_session) -> dict:
 @pytest.fixture(scope="session")
 def simulated_nsd(tmp_path_factory, _sim_cfg_session) -> Path:
     """A directory in the NSD bucket layout, simulated from ``sim_cfg`` (written once per session)."""
-    from brainot.simulate import simulate
+    from brainot_demo.simulate import simulate
 
     out = tmp_path_factory.mktemp("simulated-nsd")
     cfg = _sim_cfg_session
@@ -108,7 +108,12 @@ def build_simulated_subj01(root: Path, synthetic: dict, clip: dict) -> dict[str,
     Returns the paths: ``voxels``, ``labels`` (the column labels parquet), ``regions`` (the directory of
     ``{region}.npy``) and ``embeddings``. Progress bars go to stderr: callers redirect it.
     """
-    from brainot import demo_clip, embed, extract, layout, rois, simulate
+    from brainot import embed
+    from brainot_demo import clip as demo_clip
+    from brainot.data import extract
+    from brainot.data import layout
+    from brainot.data import rois
+    from brainot_demo import simulate
 
     cfg = bcfg.load(REPO / "config.yaml", REPO / "demo" / "config.yaml")
     src = root / "nsd"

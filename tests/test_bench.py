@@ -9,10 +9,10 @@ import ot
 import pytest
 import torch
 
-from brainot import bench
+from benchmarks import pipeline as bench
 from brainot import config as bcfg
 
-# On CPU --fast-backends auto is the torch backend of brainot.ot_fast.
+# On CPU --fast-backends auto is the torch backend of brainot.model.ot_fast.
 EXPECTED = ["ot/authors", "ot/mse", "ot/ours", "ot/plan-plain", "ot/ours-torch", "ot/plan-torch",
             "ot/plan-torch-1check", "ot/cost-fixed-plan", "ot/exact", "train/mse", "train/ot", "train/ot-torch",
             "caption/batched", "caption/single", "embed/clip"]
@@ -24,7 +24,7 @@ TINY_MAX_COST_ERROR = 0.01
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """The CI smoke run: ``python -m brainot.bench --size tiny`` with the repository's config, in-process."""
+    """The CI smoke run: ``python -m benchmarks.pipeline --size tiny`` with the repository's config, in-process."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     table = out.with_suffix(".txt")
     status = bench.main(["--size", "tiny", "--max-cost-error", str(TINY_MAX_COST_ERROR), "--out", str(out),

@@ -1,4 +1,4 @@
-"""The paired bootstrap (brainot.bootstrap) and the per-image scores file it reads (brainot.image_scores):
+"""The paired bootstrap (brainot.tables.bootstrap) and the per-image scores file it reads (brainot.scoring.image_scores):
 coverage on a synthetic normal sample, pairing, determinism per seed, BLEU recomputed from per-image statistics
 against pycocoevalcap's Bleu on the same (and on explicitly resampled) captions, and the file round trip."""
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainot import bootstrap as B
-from brainot import image_scores as IS
+from brainot.tables import bootstrap as B
+from brainot.scoring import image_scores as IS
 
 # Tokenized captions (lower case, no punctuation: what the PTB tokenizer hands pycocoevalcap's scorers).
 RES = {0: ["a man riding a brown horse"], 1: ["two dogs play in the snow"], 2: ["a plate of food with broccoli"],

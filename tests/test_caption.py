@@ -20,7 +20,11 @@ import pandas as pd
 import pytest
 import torch
 
-from brainot import caption, demo_captioner, shikra
+from brainot.caption import generate as caption
+
+from brainot_demo import captioner as demo_captioner
+
+from brainot.caption import shikra
 from brainot import config as bcfg
 
 PLACES = ("beach", "kitchen", "forest", "street")
@@ -241,7 +245,7 @@ def _caption_argv(model_dir, data, caption_cfg, tmp_path, name):
 
 
 def _killed_after_one_batch(argv):
-    proc = subprocess.run([sys.executable, "-m", "brainot.caption", *argv, "--stop-after-batches", "1"],
+    proc = subprocess.run([sys.executable, "-m", "brainot.caption.generate", *argv, "--stop-after-batches", "1"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 75, proc.stderr
 

@@ -1,4 +1,4 @@
-"""claims.csv (brainot.claims) on per-image files written here: the verdict rule, paired estimates and
+"""claims.csv (brainot.tables.claims) on per-image files written here: the verdict rule, paired estimates and
 intervals, the best-of-candidates side, and the CSV's stable columns."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainot import claims as C
-from brainot import image_scores as IS
+from brainot.tables import claims as C
+from brainot.scoring import image_scores as IS
 
 
 @pytest.mark.parametrize("lo, hi, expect, verdict", [

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from brainot import coco, layout
-from brainot.fetch import groups
+from brainot.data import coco
+
+from brainot.data import layout
+from brainot.data.fetch import groups
 
 CAPTIONS = {
     "captions_train2017.json": {"images": [{"id": 9}], "annotations": [{"image_id": 9, "id": 1, "caption": "A cat."}]},
@@ -124,7 +126,7 @@ def test_the_fetch_reads_the_captions_from_the_chosen_source(sim_cfg, tmp_path, 
     source = source.format(dir=tmp_path / "nsd")
     nsd = dict(sim_cfg["nsd"], source=f"file://{src}", dir=str(tmp_path / "nsd"), captions_source=source)
     if source == "coco":
-        # before python -m brainot.coco (rule coco_captions) has extracted the archive, the fetch says where
+        # before python -m brainot.data.coco (rule coco_captions) has extracted the archive, the fetch says where
         with pytest.raises(groups.FetchError, match="coco-annotations.* does not exist"):
             groups.wanted(nsd, None, "shared")
         coco.archive_dir(nsd).mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""The demo's tiny CLIP (brainot.demo_clip): loads back like a hub CLIP, retrieves held-out images, deterministic."""
+"""The demo's tiny CLIP (brainot_demo.clip): loads back like a hub CLIP, retrieves held-out images, deterministic."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from brainot import demo_clip, layout
-from brainot.simulate import simulate
+from brainot_demo import clip as demo_clip
+
+from brainot.data import layout
+from brainot_demo.simulate import simulate
 
 # 32 px images, 8 px patches: 16 tokens x 32. About 10 s of training on one core.
 CFG = {"seed": 0, "grid": 4, "hidden_size": 32, "intermediate_size": 64, "layers": 2, "heads": 2,
@@ -86,7 +88,7 @@ def test_retrieves_held_out_images_far_above_chance(trained, retrieval_nsd):
     import h5py
     from transformers import CLIPModel, CLIPProcessor
 
-    from brainot.coco import captions_by_nsd_id
+    from brainot.data.coco import captions_by_nsd_id
 
     path, summary = trained
     args = nsd_args(retrieval_nsd)
@@ -136,8 +138,8 @@ def test_bad_sizes_are_named(tmp_path, simulated_nsd):
 
 
 def test_captions_follow_the_stimulus_table(tmp_path, simulated_nsd):
-    """brainot.coco: nsdId -> (cocoId, cocoSplit) -> that split's caption file, in whatever order the files come."""
-    from brainot import coco
+    """brainot.data.coco: nsdId -> (cocoId, cocoSplit) -> that split's caption file, in whatever order the files come."""
+    from brainot.data import coco
 
     args = nsd_args(simulated_nsd)
     table = pd.read_csv(args["stim_info"], index_col=0)

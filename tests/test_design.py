@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy.io import savemat
 
-from brainot import design as nd
-from brainot.bench_extract import random_design, stim_info
+from brainot.data import design as nd
+from benchmarks.extract import random_design, stim_info
 
 
 def _save(tmp_path, mat: dict) -> str:
@@ -73,7 +73,7 @@ def test_group_repeats_rejects_more_than_three():
 
 
 def _independent_split(raw: dict, subject: int, last_session: int) -> tuple[dict, dict]:
-    """nsdId -> trials, by a plain loop over the 1-based MATLAB arrays (no shared code with brainot.design)."""
+    """nsdId -> trials, by a plain loop over the 1-based MATLAB arrays (no shared code with brainot.data.design)."""
     order = raw["masterordering"][0]
     shared = set(range(1, raw["sharedix"].shape[1] + 1))
     test, train = defaultdict(list), defaultdict(list)

@@ -1,5 +1,5 @@
 """The image-embedding caches (brainot.embed): image groups, contents, order, settings, resume after a kill,
-bad input, and reading across caches (brainot.data.read_tokens)."""
+bad input, and reading across caches (brainot.io.read_tokens)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,15 @@ import torch
 
 import pandas as pd
 
-from brainot import coco, data, demo_clip, embed, layout
+from brainot import embed
+
+from brainot.data import coco
+
+from brainot import io as data
+
+from brainot_demo import clip as demo_clip
+
+from brainot.data import layout
 
 PATCH = 8  # 32 px simulated images -> 16 patch tokens
 

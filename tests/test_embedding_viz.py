@@ -1,4 +1,4 @@
-"""Embedding visualisation (brainot.embedding_viz): separation scores on clusters built to be separated or
+"""Embedding visualisation (brainot.analysis.embedding_viz): separation scores on clusters built to be separated or
 interwoven, the numbers against sklearn on the same projections, the table's rows, determinism, input checks.
 
 UMAP's first fit in a process compiles its numba kernels (15-25 s on a busy machine); every test here shares it.
@@ -18,7 +18,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import davies_bouldin_score, silhouette_score
 
 from brainot import config as bcfg
-from brainot import embedding_viz as viz
+from brainot.analysis import embedding_viz as viz
 
 N, T, D = 40, 4, 12   # test images per encoder, tokens, width
 

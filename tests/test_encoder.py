@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from brainot.encoder import BrainX, build_encoder, count_parameters, model_spec
+from brainot.model.encoder import BrainX, build_encoder, count_parameters, model_spec
 
 SIZES = dict(latents=5, hidden=24, out_dim=12, depth=2, heads=3, head_dim=4)
 

@@ -1,6 +1,6 @@
 """The whole workflow on the micro configuration recovers the simulator's planted truth in the paper's tables.
 
-The simulator (brainot.simulate, "Planted ground truth") puts each scene category in its own ROI family, so
+The simulator (brainot_demo.simulate, "Planted ground truth") puts each scene category in its own ROI family, so
 captions decoded from all regions together carry more of the scene than those of any one family; and nothing
 decoded from the brain can beat the captioner fed the true image tokens (the paper's gray Shikra-w/img row).
 The run itself is the session fixture ``micro_workflow`` (tests/conftest.py): simulate, fetch, extract, ROIs,
@@ -66,7 +66,7 @@ def test_one_meteor_jvm_scored_every_run(micro_workflow):
 
 
 def test_claims_have_their_rows_and_intervals_around_the_estimates(micro_workflow):
-    from brainot import claims
+    from brainot.tables import claims
 
     cfg = bcfg.load(REPO / "config.yaml", REPO / "demo" / "config.yaml", REPO / "tests" / "micro.yaml")
     table = pd.read_csv(micro_workflow / "results" / "tables" / "claims.csv")

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from s3_helpers import moto_s3, proxy  # noqa: F401  (pytest fixtures)
 
-from brainot import layout
-from brainot.fetch import FetchError, MissingKeyError, fetch, read_records
-from brainot.fetch.checksum import part_size_candidates
-from brainot.fetch.transfer import OVERLAP
+from brainot.data import layout
+from brainot.data.fetch import FetchError, MissingKeyError, fetch, read_records
+from brainot.data.fetch.checksum import part_size_candidates
+from brainot.data.fetch.transfer import OVERLAP
 
 BUCKET = "nsd-sim"
 
@@ -35,7 +35,7 @@ def source_tree(simulated_nsd) -> Path:
 
 
 def wanted_keys(nsd: dict) -> list[str]:
-    """Every local key of group ``all`` for this config (what the source must hold), from brainot.layout alone."""
+    """Every local key of group ``all`` for this config (what the source must hold), from brainot.data.layout alone."""
     keys = list(layout.shared_keys()) + [f"{layout.CAPTIONS_DIR}/{k}" for k in layout.caption_keys()]
     for subject in nsd["subjects"]:
         keys += layout.subject_keys(nsd, subject)
@@ -212,7 +212,7 @@ def test_multipart_etag_is_recomputed_and_verified(sim_cfg, moto_s3, source_tree
     dest = tmp_path / "nsd"
     nsd = nsd_section(sim_cfg, "s3://nsd-multipart", dest, proxy.endpoint)
 
-    with caplog.at_level("INFO", logger="brainot.fetch"):
+    with caplog.at_level("INFO", logger="brainot.data.fetch"):
         stats = quick(nsd, "shared")
 
     assert stats.size_only == []
@@ -273,7 +273,7 @@ def test_part_size_candidates_split_the_object_into_its_part_count():
 def _torn_part(dest: Path, key: str, body: bytes, etag: str, zero_from: int, zero_to: int) -> Path:
     """What a machine crash can leave: a part of the full length whose bytes ``zero_from:zero_to`` never reached
     the disk (zeros), recorded as holding this object version."""
-    from brainot.fetch.store import Store
+    from brainot.data.fetch.store import Store
 
     store = Store(dest)
     store.start_part(key, etag, len(body))
@@ -291,7 +291,7 @@ def test_torn_part_tail_is_found_by_the_overlap_and_fetched_again(sim_cfg, sourc
     body = src.read_bytes()
     _torn_part(dest, layout.STIMULI, body, f"mtime:{src.stat().st_mtime_ns}", len(body) - 1000, len(body))
 
-    with caplog.at_level("WARNING", logger="brainot.fetch"):
+    with caplog.at_level("WARNING", logger="brainot.data.fetch"):
         stats = quick(nsd, "shared")
 
     assert "differs from the source in bytes" in caplog.text and stats.retries == 1
@@ -308,7 +308,7 @@ def test_torn_part_before_the_overlap_is_found_by_the_multipart_etag(sim_cfg, mo
     nsd = nsd_section(sim_cfg, "s3://nsd-multipart-torn", dest, proxy.endpoint)
     _torn_part(dest, layout.STIMULI, body, etag, 1000, 5000)   # well before the re-read last OVERLAP bytes
 
-    with caplog.at_level("WARNING", logger="brainot.fetch"):
+    with caplog.at_level("WARNING", logger="brainot.data.fetch"):
         stats = quick(nsd, "shared")
 
     assert "multipart ETag of the local bytes" in caplog.text and stats.retries == 1
@@ -341,7 +341,7 @@ def test_a_source_truncated_upstream_never_replaces_the_verified_copy(sim_cfg, m
     # A new version of the same length, with its ETag: downloaded beside the copy, verified, then swapped in.
     new = bytes(reversed(good))
     moto_s3.admin.put_object(Bucket=name, Key=key, Body=new)
-    with caplog.at_level("WARNING", logger="brainot.fetch"):
+    with caplog.at_level("WARNING", logger="brainot.data.fetch"):
         stats = quick(nsd, "shared")
     assert stats.actions["changed"] == 1 and "changed at the source" in caplog.text
     assert (dest / key).read_bytes() == new
@@ -351,7 +351,7 @@ def test_a_source_truncated_upstream_never_replaces_the_verified_copy(sim_cfg, m
 def test_verify_full_checks_a_size_only_record_against_the_source(sim_cfg, source_tree, tmp_path):
     # What an earlier version recorded for a file:// key: verified by size only, the MD5 of its own (here
     # torn) bytes. --verify full compares the file with the source, not with that MD5.
-    from brainot.fetch.store import Store, write_manifest
+    from brainot.data.fetch.store import Store, write_manifest
 
     dest = tmp_path / "nsd"
     nsd = nsd_section(sim_cfg, f"file://{source_tree}", dest)
@@ -482,7 +482,7 @@ def test_cli_runs_reports_and_fails_clearly(sim_cfg, source_tree, tmp_path):
     families = json.dumps(["floc-faces"])
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "brainot.fetch", "--nsd", json.dumps(nsd), "--families",
+        return subprocess.run([sys.executable, "-m", "brainot.data.fetch", "--nsd", json.dumps(nsd), "--families",
                                families, *args], capture_output=True, text=True, timeout=120)
 
     dry = cli("--group", "subj01", "--dry-run")
@@ -526,7 +526,7 @@ def test_snakemake_rerun_of_a_fetch_rule_relinks_instead_of_downloading(sim_cfg,
 
 def test_a_complete_part_left_by_a_killed_run_is_checked_and_verified_not_downloaded(sim_cfg, bucket, source_tree,  # noqa: F811
                                                                                       proxy, tmp_path):
-    from brainot.fetch.store import Store
+    from brainot.data.fetch.store import Store
 
     dest = tmp_path / "nsd"
     nsd = nsd_section(sim_cfg, f"s3://{bucket}", dest, proxy.endpoint)

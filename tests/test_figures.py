@@ -1,6 +1,6 @@
 """The paper's figures on small inputs built here in the docs/contracts.md formats: Fig. 1's matrix against a direct
-per-pair Pearson computation, Fig. 3's panels and counts against brainot.rois on the simulated NSD, Fig. 5's lines
-from a lambda table written by brainot.tables, Fig. 7's captions in order, and the figures' config check."""
+per-pair Pearson computation, Fig. 3's panels and counts against brainot.data.rois on the simulated NSD, Fig. 5's lines
+from a lambda table written by brainot.tables.build, Fig. 7's captions in order, and the figures' config check."""
 
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ from PIL import Image
 from scipy.stats import pearsonr
 
 from brainot import config as bcfg
-from brainot import layout, tables
+from brainot.data import layout
+from brainot.tables import build as tables
 from brainot.config import REPO
-from brainot.data import DataError
-from brainot.extract import nsdgeneral_voxels
+from brainot.io import DataError
+from brainot.data.extract import nsdgeneral_voxels
 from brainot.figures import case_study, correlation, lambda_curves, roi_maps, settings
 from brainot.figures.__main__ import main as figures_main
-from brainot.metrics import METRICS
-from brainot.rois import voxel_labels
+from brainot.scoring.metrics import METRICS
+from brainot.data.rois import voxel_labels
 
 T, D = 4, 6
 
@@ -130,7 +131,7 @@ def test_correlation_cli_writes_figure_and_table(fig1_inputs, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------- Fig. 3
 @pytest.fixture
 def simulated_labels(simulated_nsd, sim_cfg):
-    """brainot.rois' per-voxel table and per-family counts of subj01 of the simulated NSD (all nsdgeneral voxels)."""
+    """brainot.data.rois' per-voxel table and per-family counts of subj01 of the simulated NSD (all nsdgeneral voxels)."""
     nsd = {**sim_cfg["nsd"], "dir": str(simulated_nsd)}
     general = simulated_nsd / layout.roi(1, "nsdgeneral")
     shape, xyz = nsdgeneral_voxels(general)
@@ -191,7 +192,7 @@ def test_roi_map_rejects_voxels_outside_the_grid_and_unknown_areas(simulated_lab
 
 # ------------------------------------------------------------------------------------------- Fig. 5
 def lambda_csv(tmp_path, regions, masses, spice=True):
-    """A lambda table written by brainot.tables from metrics JSONs: metric k of (region r, mass m) = 10 r + 100 m + k."""
+    """A lambda table written by brainot.tables.build from metrics JSONs: metric k of (region r, mass m) = 10 r + 100 m + k."""
     paths = []
     for r, region in enumerate(regions):
         for mass in masses:

@@ -1,4 +1,4 @@
-"""Region importance (brainot.importance): per-region aggregation, the gradient against a closed form, input
+"""Region importance (brainot.analysis.importance): per-region aggregation, the gradient against a closed form, input
 checks, and the planted truth on an encoder trained on the simulated NSD (P, the place region, comes first)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from brainot import config as bcfg
-from brainot import importance
-from brainot.encoder import BrainX
-from brainot.losses import mse_loss
+from brainot.analysis import importance
+from brainot.model.encoder import BrainX
+from brainot.model.losses import mse_loss
 from conftest import build_simulated_subj01, train_mse_encoder
 
 FAMILIES = ["V", "P", "F", "W", "B"]
@@ -127,7 +127,7 @@ def test_config_section_is_checked():
 # ------------------------------------------------------------------------------------------------ planted truth
 #
 # The simulator plants the place in P, with the largest amplitude, and every caption names the place
-# (brainot.simulate, "Planted ground truth" 3), so an encoder of all regions should lean on P most: the paper's
+# (brainot_demo.simulate, "Planted ground truth" 3), so an encoder of all regions should lean on P most: the paper's
 # Fig. 4. The chain is that of tests/test_planted_truth.py (simulate -> extract -> rois -> the demo CLIP trained
 # on the simulated images -> embed -> an encoder), with one all-regions MSE encoder. Measured with synthetic
 # seeds 0, 1, 2 (300 images) and the OT objective on seed 1: P first by both methods, its gradient share

@@ -27,14 +27,20 @@ import pandas as pd
 import pytest
 import torch
 
-from brainot import bootstrap, claims, embed, layout, train
+from brainot import embed, train
+
+from brainot.tables import bootstrap
+
+from brainot.tables import claims
+
+from brainot.data import layout
 from brainot import config as bcfg
-from brainot import data as bdata
+from brainot import io as bdata
 from brainot.predict import load_model, predict_tokens
-from brainot.retrieval import similarity
-from brainot.simulate import checked_section, rng_for
-from brainot.simulator import design as ds
-from brainot.simulator import scenes as sc
+from brainot.analysis.retrieval import similarity
+from brainot_demo.simulate import checked_section, rng_for
+from brainot_demo.simulator import design as ds
+from brainot_demo.simulator import scenes as sc
 from conftest import REPO, build_simulated_subj01, train_mse_encoder
 
 DEMO = bcfg.load(REPO / "config.yaml", REPO / "demo" / "config.yaml")
@@ -116,11 +122,11 @@ def instrument(tmp_path_factory) -> dict:
 
 
 def claim(name: str, scores: dict, a: list[str], b: list[str]) -> list[dict]:
-    """The claims rule of claims.csv (:func:`brainot.claims.claim_rows`) on per-image retrieval scores, one row
+    """The claims rule of claims.csv (:func:`brainot.tables.claims.claim_rows`) on per-image retrieval scores, one row
     per metric (two_way, top1), for "a greater than b": every pairing's difference (a minus b, x100) over the
-    paired bootstrap plan (:func:`brainot.bootstrap.plan`, one seed), tested by
-    :func:`brainot.claims.intersection_union` (several b: "a beats every b"; one b: the plain paired test) or
-    :func:`brainot.claims.union_intersection` (several a: "some a beats b"). ``estimate`` is the run of best mean
+    paired bootstrap plan (:func:`brainot.tables.bootstrap.plan`, one seed), tested by
+    :func:`brainot.tables.claims.intersection_union` (several b: "a beats every b"; one b: the plain paired test) or
+    :func:`brainot.tables.claims.union_intersection` (several a: "some a beats b"). ``estimate`` is the run of best mean
     on each side, a minus b, as the CSV's; ``interval_of`` the run whose interval decides. ``claim_rows`` itself
     reads caption-metric tables (BLEU statistics and the COCO metrics), which retrieval does not have."""
     n = len(next(iter(scores.values())))
@@ -234,7 +240,7 @@ def test_voxels_carry_each_family_in_its_own_region_and_not_the_distractor(instr
 
 @pytest.mark.slow
 def test_captions_name_the_distractor_exactly_where_it_is_drawn(instrument):
-    from brainot.coco import captions_by_nsd_id
+    from brainot.data.coco import captions_by_nsd_id
 
     nsd = instrument["planted"]["root"] / "nsd"
     hue = scene_table(PLANTED).distractor

@@ -1,4 +1,4 @@
-"""The training losses of brainot.losses: MSE, and partial OT pinned against POT and the authors' per-sample loop."""
+"""The training losses of brainot.model.losses: MSE, and partial OT pinned against POT and the authors' per-sample loop."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import ot
 import pytest
 import torch
 
-from brainot import losses
-from brainot import ot as bot
-from brainot.bench_ot import make_problem
+from brainot.model import losses
+from brainot.model import ot as bot
+from benchmarks.ot import make_problem
 from brainot.config import ConfigError
 
 MASSES = (0.1, 0.3, 0.5, 0.9)

@@ -1,4 +1,4 @@
-"""brainot.meteor_service: the one METEOR JVM a run's score jobs share gives pycocoevalcap's numbers, a job
+"""brainot.scoring.meteor_service: the one METEOR JVM a run's score jobs share gives pycocoevalcap's numbers, a job
 that cannot reach it scores with its own, and the service never outlives the run that started it.
 
 Three METEOR JVMs start here (the oracle, the service, one job's own): about 40 CPU-seconds, hence slow.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from brainot import meteor_service as MS
+from brainot.scoring import meteor_service as MS
 from brainot.config import REPO
 
 # Tokenized captions (what PTBTokenizer gives coco_scores): lower case, no punctuation.
@@ -40,7 +40,7 @@ CASES = {
 # A job of its own: a separate process that finds the service through the environment, as score jobs do.
 JOB = """
 import json, sys
-from brainot.meteor_service import meteor_score
+from brainot.scoring.meteor_service import meteor_score
 gts, res = json.load(sys.stdin)
 print(json.dumps(meteor_score({int(k): v for k, v in gts.items()}, {int(k): v for k, v in res.items()})))
 """

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from brainot import metrics as M
+from brainot.scoring import metrics as M
 
 
 def test_clip_s_is_w_times_the_cosine_clipped_at_zero():

@@ -1,4 +1,4 @@
-"""The partial-OT solvers of brainot.ot, pinned against POT (the exact LP, emd2 and POT's entropic solver)."""
+"""The partial-OT solvers of brainot.model.ot, pinned against POT (the exact LP, emd2 and POT's entropic solver)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import ot
 import pytest
 import torch
 
-from brainot import ot as bot
-from brainot.bench_ot import make_problem, relative_cost_error
+from brainot.model import ot as bot
+from benchmarks.ot import make_problem, relative_cost_error
 
 MASSES = (0.1, 0.3, 0.5, 0.9)
 STRUCTURED = ("random", "permuted", "permuted-noisy", "clustered")
@@ -223,7 +223,7 @@ def test_bad_inputs_are_named():
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_a_non_finite_cost_gives_a_nan_plan_and_a_nan_loss(bad, loss_cfg):
     # what a diverged encoder hands the loss: the exact LP used to call it "infeasible" instead
-    from brainot import losses
+    from brainot.model import losses
 
     M = torch.rand(3, 4, 5, dtype=torch.float64)
     M[1, 2, 3] = bad

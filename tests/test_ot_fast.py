@@ -1,4 +1,4 @@
-"""The fused partial-OT solver (brainot.ot_fast) gives the plain solver's plans (brainot.ot.sinkhorn_partial).
+"""The fused partial-OT solver (brainot.model.ot_fast) gives the plain solver's plans (brainot.model.ot.sinkhorn_partial).
 
 Only the ``torch`` backend runs here (no GPU, no Triton in the test environment): it is the PyTorch statement of
 the Triton kernel's algorithm (the multisection capped scaling). The kernel itself is checked against the
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from brainot import config as bcfg
-from brainot import losses
-from brainot import ot as bot
-from brainot import ot_fast
-from brainot.bench_ot import make_problem
+from brainot.model import losses
+from brainot.model import ot as bot
+from brainot.model import ot_fast
+from benchmarks.ot import make_problem
 
 
 def problem(B, n, m, d, seed=0, dtype=torch.float64):

@@ -1,4 +1,4 @@
-"""Top-1 image retrieval from predicted tokens (brainot.retrieval), and the planted truth it is meant to check."""
+"""Top-1 image retrieval from predicted tokens (brainot.analysis.retrieval), and the planted truth it is meant to check."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from brainot import data as bdata
+from brainot import io as bdata
 from brainot.predict import load_model, predict_tokens
-from brainot.retrieval import similarity, top1, two_way
+from brainot.analysis.retrieval import similarity, top1, two_way
 from conftest import build_simulated_subj01, train_mse_encoder
 
 
@@ -75,7 +75,7 @@ def test_top1_rejects_unpaired_or_misshaped_inputs():
 # ------------------------------------------------------------------------------------------------ planted truth
 #
 # The simulator plants category signals in the ROI families (P: the place, F: faces, B: bodies, W: words,
-# V: local contrast) and states (brainot.simulate) that P carries the most caption content and that all regions
+# V: local contrast) and states (brainot_demo.simulate) that P carries the most caption content and that all regions
 # together beat any single family. Here the whole chain runs on a simulated NSD: extract -> rois -> the demo
 # CLIP trained on the simulated images -> embed -> one encoder per region set -> the test images' tokens.
 #

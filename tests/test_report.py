@@ -19,7 +19,7 @@ from conftest import REPO, run_micro_workflow
 from PIL import Image
 
 from brainot import config as bcfg
-from brainot import data
+from brainot import io as data
 
 pytestmark = pytest.mark.slow      # the session's micro workflow: minutes on a busy 2-core machine
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from brainot import config as bcfg
-from brainot import extract as ex
-from brainot import layout
-from brainot import rois as br
+from brainot.data import extract as ex
+from brainot.data import layout
+from brainot.data import rois as br
 
 REGIONS = {"all": ["all"], "V": ["V"], "F": ["F"], "V+P": ["V", "P"], "rest": ["other"], "FFA-1": ["FFA-1"],
            "mTLf": ["mTL-faces"], "FFA+B": ["FFA-1", "B"]}
@@ -104,7 +104,7 @@ def test_region_sets_are_unions_of_terms(simulated_nsd, extracted, sim_cfg, tmp_
     assert np.array_equal(labels["families"].to_numpy() == "other", ~in_any)
 
 
-@pytest.mark.filterwarnings("ignore::brainot.rois.EmptyRegionWarning")
+@pytest.mark.filterwarnings("ignore::brainot.data.rois.EmptyRegionWarning")
 def test_outside_and_dropped_voxels_are_counted(simulated_nsd, extracted, sim_cfg, tmp_path):
     paths = _label(sim_cfg, simulated_nsd, 2, extracted[2], tmp_path)
     general = _volume(simulated_nsd, 2, "nsdgeneral") == 1
@@ -141,7 +141,7 @@ def test_unknown_region_term_is_rejected_by_config_check(sim_cfg):
         bcfg.check(sim_cfg)
 
 
-@pytest.mark.filterwarnings("ignore::brainot.rois.EmptyRegionWarning")
+@pytest.mark.filterwarnings("ignore::brainot.data.rois.EmptyRegionWarning")
 def test_cli_and_voxel_table(simulated_nsd, extracted, sim_cfg, tmp_path, capsys):
     counts = []
     for subject in (1, 2):
@@ -169,7 +169,7 @@ def test_cli_and_voxel_table(simulated_nsd, extracted, sim_cfg, tmp_path, capsys
         br.voxel_table(counts, tmp_path / "x.csv", ["all", "V"])
 
 
-@pytest.mark.filterwarnings("ignore::brainot.rois.EmptyRegionWarning")
+@pytest.mark.filterwarnings("ignore::brainot.data.rois.EmptyRegionWarning")
 def test_labels_then_one_region_job_match_the_all_in_one_run(simulated_nsd, extracted, sim_cfg, tmp_path):
     whole = _label(sim_cfg, simulated_nsd, 1, extracted[1], tmp_path / "whole")
     families = json.dumps(sim_cfg["rois"]["families"])

@@ -20,8 +20,12 @@ import pandas as pd
 import pytest
 import torch
 
-from brainot import layout, references, score
-from brainot import metrics as M
+from brainot.data import layout
+
+from brainot.scoring import references
+
+from brainot.scoring import score
+from brainot.scoring import metrics as M
 
 # Candidates with capitals, punctuation, contractions and a repeated word, so the PTB tokenizer has work.
 CANDIDATES = [
@@ -324,7 +328,7 @@ def test_a_bad_candidates_file_exits_with_its_name_and_no_traceback(tmp_path, ca
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert re.search(r"python -m brainot.score: error: \S*" + expected, err), err
+    assert re.search(r"python -m brainot.scoring.score: error: \S*" + expected, err), err
 
 
 def test_bad_cfg_and_image_files_exit_with_their_names(tmp_path, capsys):
@@ -357,7 +361,7 @@ def test_per_image_scores_recompute_the_headline(rule_run, nsd_inputs):
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    from brainot import image_scores
+    from brainot.scoring import image_scores
 
     table, corpus = image_scores.read(nsd_inputs["dir"] / "metrics" / "run" / "subj01.images.parquet")
     assert len(table) == len(CANDIDATES) and "SPICE" not in table.columns

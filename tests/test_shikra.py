@@ -13,7 +13,9 @@ import torch
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from brainot import demo_captioner, shikra
+from brainot_demo import captioner as demo_captioner
+
+from brainot.caption import shikra
 
 PROMPT = "Describe this image <image> as simply as possible."
 T, D = 5, 12
@@ -407,7 +409,7 @@ def test_apply_delta_on_published_formats_through_the_command_line(tmp_path):
             param[:base_state[name].shape[0]] -= base_state[name]
     write_sentencepiece(tmp_path / "delta")
     write_published_shikra(tmp_path / "delta", delta, projector)
-    run = subprocess.run([sys.executable, "-m", "brainot.shikra", "apply-delta", "--base", str(tmp_path / "llama"),
+    run = subprocess.run([sys.executable, "-m", "brainot.caption.shikra", "apply-delta", "--base", str(tmp_path / "llama"),
                           "--delta", str(tmp_path / "delta"), "--target", str(tmp_path / "shikra")],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

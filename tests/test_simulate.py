@@ -20,13 +20,13 @@ import pytest
 import scipy.io
 import scipy.stats
 
-from brainot import layout
-from brainot.coco import captions_by_nsd_id
+from brainot.data import layout
+from brainot.data.coco import captions_by_nsd_id
 from brainot.config import ConfigError
-from brainot.simulate import main as simulate_main
-from brainot.simulate import simulate
-from brainot.simulator import brain as br
-from brainot.simulator import writer
+from brainot_demo.simulate import main as simulate_main
+from brainot_demo.simulate import simulate
+from brainot_demo.simulator import brain as br
+from brainot_demo.simulator import writer
 
 # The label names of docs/nsd.md, in ctab order.
 NSD_LABELS = {
@@ -430,7 +430,7 @@ def test_cli_help_and_config_error(tmp_path, sim_cfg, capsys):
     # the real entry point, as the rule calls it: a bad session range fails before writing anything
     syn = json.dumps(sim_cfg["synthetic"])
     nsd = json.dumps(dict(sim_cfg["nsd"], sessions={"first": 1, "last": 40}))
-    failed = subprocess.run([sys.executable, "-m", "brainot.simulate", "--out", str(tmp_path), "--synthetic", syn,
+    failed = subprocess.run([sys.executable, "-m", "brainot_demo.simulate", "--out", str(tmp_path), "--synthetic", syn,
                              "--nsd", nsd], capture_output=True, text=True)
     assert failed.returncode == 2
     assert re.search(r"nsd\.sessions: 1\.\.40 is not within the 4 sessions", failed.stderr)

@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from brainot import tables
+from brainot.tables import build as tables
 from brainot.config import REPO
-from brainot.metrics import METRICS
+from brainot.scoring.metrics import METRICS
 
 
 def metrics_json(path, base: float, spice: bool = True):
-    """A metrics JSON as brainot.score writes it; metric k holds base + k (so every cell is traceable)."""
+    """A metrics JSON as brainot.scoring.score writes it; metric k holds base + k (so every cell is traceable)."""
     data = {name: round(base + k, 2) for k, name in enumerate(METRICS)}
     data["n"] = 982
     data["unavailable"] = {}
@@ -149,9 +149,9 @@ def test_a_new_region_set_in_the_config_is_a_new_scored_row(tmp_path):
 
 
 def scored_run(json_path, rng, shift=0.0, n=80):
-    """A metrics JSON and its per-image file (brainot.image_scores) that agree: the JSON's numbers are the
+    """A metrics JSON and its per-image file (brainot.scoring.image_scores) that agree: the JSON's numbers are the
     per-image file's corpus scores x100. CLIP-S, RefCLIP-S and SPICE are unavailable."""
-    from brainot import image_scores
+    from brainot.scoring import image_scores
 
     guess = rng.integers(5, 12, size=(n, 1)) - np.arange(4)
     correct = np.minimum(guess, rng.binomial(guess, np.clip(0.5 + shift - 0.1 * np.arange(4), 0, 1)))
@@ -208,5 +208,5 @@ def test_several_seeds_schedule_every_seed_of_every_cell(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     scored = set(re.findall(r"results/metrics/(\S+)/subj01\.json", out.stdout))
     assert scored == {f"subj01/{r}/ot0.5/seed{s}" for r in ("all", "V") for s in (0, 2)}
-    command = next(line for line in out.stdout.splitlines() if "brainot.tables roi" in line)
+    command = next(line for line in out.stdout.splitlines() if "brainot.tables.build roi" in line)
     assert "seed2/subj01.images.parquet" in command and "seed2/subj01.json" not in command

@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from brainot import config as bcfg
-from brainot import data as bdata
+from brainot import io as bdata
 from brainot import predict as bpredict
 from brainot import train as btrain
-from brainot.encoder import BrainX, build_encoder
-from brainot.retrieval import top1
+from brainot.model.encoder import BrainX, build_encoder
+from brainot.analysis.retrieval import top1
 
 T, D, K = 4, 8, 5                      # tokens per image, token width, planted latent dimension
 ENCODER = {"hidden": 32, "latents": T, "depth": 1, "heads": 2, "head_dim": 8}

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from brainot import data
+from brainot import io as data
 from brainot import fingerprint as fp
 from brainot.atomic import publish, set_aside
 
@@ -66,7 +66,8 @@ def design_image_ids(design_path: str | Path, images: str) -> np.ndarray:
     ``images = 'shared'``: the nsdIds of the first ``len(sharedix)`` 10k-indices of every subject (the test
     images); ``images = 'subjNN'``: subject NN's other nsdIds (its training images over any sessions).
     """
-    from brainot import design, layout
+    from brainot.data import design
+    from brainot.data import layout
 
     d = design.load_expdesign(design_path)
     shared = np.unique(d.subjectim[:, :d.n_shared])

@@ -22,8 +22,8 @@ import torch
 from tqdm import tqdm
 
 from brainot import atomic
-from brainot.data import DataError, average_repeats, n_voxels, read_region, read_split, region_of, subject_of
-from brainot.encoder import BrainX, build_encoder
+from brainot.io import DataError, average_repeats, n_voxels, read_region, read_split, region_of, subject_of
+from brainot.model.encoder import BrainX, build_encoder
 from brainot.train import CONFIG, autocast, pick_device
 
 

@@ -38,9 +38,9 @@ from brainot import atomic
 from brainot import config as bcfg
 from brainot import fingerprint as fp
 from brainot.atomic import set_aside
-from brainot.data import SubjectData, embedding_name, embedding_shape, load_subject, region_of, subject_of
-from brainot.encoder import BrainX, build_encoder, count_parameters, model_spec
-from brainot.retrieval import top1
+from brainot.io import SubjectData, embedding_name, embedding_shape, load_subject, region_of, subject_of
+from brainot.model.encoder import BrainX, build_encoder, count_parameters, model_spec
+from brainot.analysis.retrieval import top1
 
 WARMUP_EPOCHS = 2           # the authors' pct_start = 2 / epochs
 MAX_WARMUP_FRACTION = 0.5   # keeps pct_start valid for runs of fewer than 4 epochs
@@ -307,7 +307,7 @@ def run_config(args, subjects: list[SubjectData], spec: dict, sched: Schedule) -
 
 def train(args) -> dict:
     """Train (or resume) one run; returns a summary. Raises :class:`NonFiniteLoss` on a NaN/inf loss."""
-    from brainot.losses import make_loss  # the OT engineer's module: imported late so --help works without it
+    from brainot.model.losses import make_loss  # the OT engineer's module: imported late so --help works without it
 
     t0 = time.perf_counter()
     out_dir = Path(args.out_dir)

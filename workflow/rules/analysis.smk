@@ -2,8 +2,8 @@
 # Settings: config analysis: (docs/analysis.md). Uses TS, TSUBJ, TSEED, ROI_OBJECTIVE (evaluate.smk), embedding_cache
 # (common.smk).
 
-from brainot import embedding_viz as analysis_viz
-from brainot import importance as analysis_importance
+from brainot.analysis import embedding_viz as analysis_viz
+from brainot.analysis import importance as analysis_importance
 
 # Region sets named in analysis: must exist in rois.regions (the schema cannot say so).
 analysis_importance.check_config(config)
@@ -41,7 +41,7 @@ rule importance:
     conda:
         ENV
     shell:
-        "python -m brainot.importance --cfg {params.cfg:q} --model {input.model:q} --voxels {input.voxels:q} "
+        "python -m brainot.analysis.importance --cfg {params.cfg:q} --model {input.model:q} --voxels {input.voxels:q} "
         "--region {input.region:q} --labels {input.labels:q} --embeddings {input.embeddings:q} "
         "--subject {params.subject:q} --families {params.families:q} --out {output.csv:q} --figure {output.figure:q} "
         "> {log:q} 2>&1"
@@ -64,7 +64,7 @@ rule embedding_viz:
     conda:
         ENV
     shell:
-        "python -m brainot.embedding_viz --cfg {params.cfg:q} --predictions {input.predictions:q} "
+        "python -m brainot.analysis.embedding_viz --cfg {params.cfg:q} --predictions {input.predictions:q} "
         "--out {output.csv:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 

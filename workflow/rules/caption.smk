@@ -21,7 +21,7 @@ rule demo_captioner:
     conda:
         ENV
     shell:
-        "python -m brainot.demo_captioner --embeddings {input.embeddings:q} --stim-info {input.stim_info:q} "
+        "python -m brainot_demo.captioner --embeddings {input.embeddings:q} --stim-info {input.stim_info:q} "
         "--captions {input.captions:q} --cfg {params.cfg:q} --prompt {params.prompt:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -45,7 +45,7 @@ rule caption:
     conda:
         ENV
     shell:
-        "python -m brainot.caption --cfg {params.cfg:q} --batch-size {resources.caption_batch_size:q} "
+        "python -m brainot.caption.generate --cfg {params.cfg:q} --batch-size {resources.caption_batch_size:q} "
         "--tokens {input.tokens:q} --stim-info {input.stim_info:q} "
         "--out-json {output.json:q} --out-parquet {output.parquet:q} > {log:q} 2>&1"
 
@@ -71,7 +71,7 @@ rule caption_image_fed:
     conda:
         ENV
     shell:
-        "python -m brainot.caption --cfg {params.cfg:q} --batch-size {resources.caption_batch_size:q} "
+        "python -m brainot.caption.generate --cfg {params.cfg:q} --batch-size {resources.caption_batch_size:q} "
         "--image-embeddings {input.embeddings:q} "
         "--voxels {input.voxels:q} --stim-info {input.stim_info:q} "
         "--out-json {output.json:q} --out-parquet {output.parquet:q} > {log:q} 2>&1"

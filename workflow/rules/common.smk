@@ -6,7 +6,7 @@ import sys
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from brainot import config as bcfg
-from brainot import layout
+from brainot.data import layout
 
 # Jobs run `python -m brainot.<stage>`: the package from this checkout, and the interpreter running
 # Snakemake unless --sdm conda puts the rule's environment first on PATH.

@@ -22,7 +22,7 @@ rule demo_clip:
     conda:
         ENV
     shell:
-        "python -m brainot.demo_clip --stimuli {input.stimuli:q} --stim-info {input.stim_info:q} "
+        "python -m brainot_demo.clip --stimuli {input.stimuli:q} --stim-info {input.stim_info:q} "
         "--captions {input.captions:q} --cfg {params.cfg:q} --out {output:q} > {log:q} 2>&1"
 
 

@@ -1,5 +1,7 @@
 # The ten caption metrics per run, the paper's tables and the claims tested on them (docs/statistics.md).
-from brainot import claims, image_scores, meteor_service
+from brainot.tables import claims
+from brainot.scoring import image_scores
+from brainot.scoring import meteor_service
 
 TS = config["tables"]
 TSUBJ = layout.subj(TS["subject"])
@@ -15,7 +17,7 @@ CELL_IMAGES = lambda trainset, region, objective: [
     str(image_scores.path_for(RUN_METRICS.format(run_dir(trainset, region, objective, s)))) for s in TSEEDS]
 
 
-# One METEOR JVM for every score job of a local run (brainot.meteor_service): each job would otherwise spend
+# One METEOR JVM for every score job of a local run (brainot.scoring.meteor_service): each job would otherwise spend
 # 13 CPU-seconds loading METEOR's paraphrase table. Jobs that cannot reach it (other machines) start their own.
 METEOR_SERVICE = []
 
@@ -49,7 +51,7 @@ rule references:
     conda:
         ENV
     shell:
-        "python -m brainot.references --voxels {input.voxels:q} --stim-info {input.stim_info:q} "
+        "python -m brainot.scoring.references --voxels {input.voxels:q} --stim-info {input.stim_info:q} "
         "--captions {input.captions:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -64,7 +66,7 @@ rule score:
         clip=model_input(config["score"]["clip_model"]),
     output:
         json="results/metrics/{run}/{subject}.json",
-        images="results/metrics/{run}/{subject}.images.parquet",   # brainot.image_scores.path_for
+        images="results/metrics/{run}/{subject}.images.parquet",   # brainot.scoring.image_scores.path_for
     params:
         cfg=lambda w: cfg_json("score"),
     log:
@@ -76,11 +78,11 @@ rule score:
     conda:
         ENV
     shell:
-        "python -m brainot.score --cfg {params.cfg:q} --candidates {input.captions:q} --references {input.references:q} "
+        "python -m brainot.scoring.score --cfg {params.cfg:q} --candidates {input.captions:q} --references {input.references:q} "
         "--voxels {input.voxels:q} --stimuli {input.stimuli:q} --out {output.json:q} > {log:q} 2>&1"
 
 
-# Per table row, its per-image files (one per seed): the rows' intervals (brainot.tables.with_intervals).
+# Per table row, its per-image files (one per seed): the rows' intervals (brainot.tables.build.with_intervals).
 ROI_IMAGES = [CELL_IMAGES(TS["roi"]["trainset"], r, ROI_OBJECTIVE) for r in TS["roi"]["regions"]]
 METHODS_IMAGES = [[str(image_scores.path_for(f"results/metrics/image-fed/{TSUBJ}.json"))]] + [
     CELL_IMAGES(TS["methods"][trainset], TS["methods"]["region"], objective)
@@ -112,7 +114,7 @@ rule table_roi:
     conda:
         ENV
     shell:
-        "python -m brainot.tables roi --metrics {input.metrics:q} --regions {params.regions:q} "
+        "python -m brainot.tables.build roi --metrics {input.metrics:q} --regions {params.regions:q} "
         "--voxels {input.voxels:q} --subject {params.subject:q} --intervals {params.intervals:q} "
         "--out {output.csv:q} > {log:q} 2>&1"
 
@@ -139,7 +141,7 @@ rule table_methods:
     conda:
         ENV
     shell:
-        "python -m brainot.tables methods --image-fed {input.image_fed:q} --ot-s1 {input.ot_s1:q} "
+        "python -m brainot.tables.build methods --image-fed {input.image_fed:q} --ot-s1 {input.ot_s1:q} "
         "--ot-cross {input.ot_cross:q} --mse-s1 {input.mse_s1:q} --mse-cross {input.mse_cross:q} "
         "--intervals {params.intervals:q} --out {output.csv:q} > {log:q} 2>&1"
 
@@ -165,11 +167,11 @@ rule table_lambda:
     conda:
         ENV
     shell:
-        "python -m brainot.tables lambda --metrics {input.metrics:q} --regions {params.regions:q} "
+        "python -m brainot.tables.build lambda --metrics {input.metrics:q} --regions {params.regions:q} "
         "--masses {params.masses:q} --intervals {params.intervals:q} --out {output.csv:q} > {log:q} 2>&1"
 
 
-# ---- claims.csv: the paper's comparisons as paired bootstrap tests (brainot.claims, docs/statistics.md)
+# ---- claims.csv: the paper's comparisons as paired bootstrap tests (brainot.tables.claims, docs/statistics.md)
 CLAIMS = claims.config_claims(config, CELL_IMAGES)
 
 
@@ -191,4 +193,4 @@ rule claims:
     conda:
         ENV
     shell:
-        "python -m brainot.claims --spec {params.spec:q} --out {output.csv:q} > {log:q} 2>&1"
+        "python -m brainot.tables.claims --spec {params.spec:q} --out {output.csv:q} > {log:q} 2>&1"

@@ -1,5 +1,5 @@
 # NSD: simulate (demo only), fetch the keys the config needs, extract valid voxels per subject.
-from brainot import coco
+from brainot.data import coco
 
 
 rule simulate:
@@ -16,7 +16,7 @@ rule simulate:
     conda:
         ENV
     shell:
-        "python -m brainot.simulate --out resources/simulated-nsd "
+        "python -m brainot_demo.simulate --out resources/simulated-nsd "
         "--synthetic {params.synthetic:q} --nsd {params.nsd:q} > {log:q} 2>&1"
 
 
@@ -37,7 +37,7 @@ rule coco_captions:
     conda:
         ENV
     shell:
-        "python -m brainot.coco --nsd {params.nsd:q} > {log:q} 2>&1"
+        "python -m brainot.data.coco --nsd {params.nsd:q} > {log:q} 2>&1"
 
 
 rule fetch_shared:
@@ -60,7 +60,7 @@ rule fetch_shared:
     conda:
         ENV
     shell:
-        "python -m brainot.fetch --nsd {params.nsd:q} --group shared --verify full > {log:q} 2>&1"
+        "python -m brainot.data.fetch --nsd {params.nsd:q} --group shared --verify full > {log:q} 2>&1"
 
 
 rule fetch_subject:
@@ -81,13 +81,13 @@ rule fetch_subject:
     conda:
         ENV
     shell:
-        "python -m brainot.fetch --nsd {params.nsd:q} --families {params.families:q} --group {wildcards.subject:q} "
+        "python -m brainot.data.fetch --nsd {params.nsd:q} --families {params.families:q} --group {wildcards.subject:q} "
         "--verify full > {log:q} 2>&1"
 
 
 rule fetch:
     """Every key the config needs, verified: `snakemake --cores 4 fetch` (e.g. on a node with internet access
-    before the compute jobs). `python -m brainot.fetch --config config.yaml --group all --dry-run` says how much."""
+    before the compute jobs). `python -m brainot.data.fetch --config config.yaml --group all --dry-run` says how much."""
     input:
         f"{NSD_DIR}/manifest/shared.tsv",
         expand(f"{NSD_DIR}/manifest/{{subject}}.tsv", subject=SUBJECTS),
@@ -111,5 +111,5 @@ rule extract:
     conda:
         ENV
     shell:
-        "python -m brainot.extract --nsd {params.nsd:q} --subject {wildcards.subject:q} "
+        "python -m brainot.data.extract --nsd {params.nsd:q} --subject {wildcards.subject:q} "
         "--out {output.voxels:q} --validity {output.validity:q} > {log:q} 2>&1"

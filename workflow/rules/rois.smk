@@ -22,7 +22,7 @@ rule roi_labels:
     conda:
         ENV
     shell:
-        "python -m brainot.rois labels --families {params.families:q} --nsd {params.nsd:q} "
+        "python -m brainot.data.rois labels --families {params.families:q} --nsd {params.nsd:q} "
         "--subject {wildcards.subject:q} --voxels {input.voxels:q} --out-labels {output.labels:q} "
         "--out-families {output.families:q} > {log:q} 2>&1"
 
@@ -45,7 +45,7 @@ rule roi_region:
     conda:
         ENV
     shell:
-        "python -m brainot.rois region --labels {input.labels:q} --families {params.families:q} "
+        "python -m brainot.data.rois region --labels {input.labels:q} --families {params.families:q} "
         "--subject {wildcards.subject:q} --name {wildcards.region:q} --terms {params.terms:q} "
         "--out {output.npy:q} --out-counts {output.counts:q} > {log:q} 2>&1"
 
@@ -66,7 +66,7 @@ rule voxel_table:
     conda:
         ENV
     shell:
-        "python -m brainot.rois table {input:q} --regions {params.regions:q} --out {output.csv:q} > {log:q} 2>&1"
+        "python -m brainot.data.rois table {input:q} --regions {params.regions:q} --out {output.csv:q} > {log:q} 2>&1"
 
 
 rule voxel_table_roi:
@@ -85,4 +85,4 @@ rule voxel_table_roi:
     conda:
         ENV
     shell:
-        "python -m brainot.rois table {input:q} --regions {params.regions:q} --out {output:q} > {log:q} 2>&1"
+        "python -m brainot.data.rois table {input:q} --regions {params.regions:q} --out {output:q} > {log:q} 2>&1"

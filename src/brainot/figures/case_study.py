@@ -21,8 +21,8 @@ import pandas as pd
 
 from brainot.embed import STIMULI_KEY, open_stimuli
 from brainot.figures.plotting import plt, region_label
-from brainot.references import test_nsd_ids
-from brainot.score import read_candidates, read_references
+from brainot.scoring.references import test_nsd_ids
+from brainot.scoring.score import read_candidates, read_references
 
 GROUND_TRUTH = "ground truth"
 WRAP = 80           # characters per caption line in the figure

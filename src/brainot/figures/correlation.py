@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from brainot import data
+from brainot import io as data
 
 POOLINGS = ("mean", "flatten")
 # Test images read at a time while averaging over the test set: bounded memory at the real sizes

@@ -2,7 +2,7 @@
 
 The paper's Fig. 5 shows "three metrics in different regions" without naming them in the text (which
 discusses CIDEr); the metrics are ``figures.lambda.metrics`` (default CIDEr, METEOR, ROUGE, one panel each).
-Input: ``results/tables/lambda.csv`` of :mod:`brainot.tables` (columns ``region``, ``lambda`` and the ten
+Input: ``results/tables/lambda.csv`` of :mod:`brainot.tables.build` (columns ``region``, ``lambda`` and the ten
 metrics x100; ``n/a`` where a metric is unavailable). Lines keep the table's region order; points are sorted
 by lambda.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from brainot.figures.plotting import plt, region_label
-from brainot.metrics import METRICS
+from brainot.scoring.metrics import METRICS
 
 
 class LambdaError(ValueError):
@@ -31,7 +31,7 @@ def read_table(path: str | Path, metrics: list[str]) -> pd.DataFrame:
     missing = [c for c in ("region", "lambda", *metrics) if c not in table.columns]
     if missing:
         raise LambdaError(f"{path}: missing column(s) {missing}; expected the lambda table of python -m "
-                          "brainot.tables lambda")
+                          "brainot.tables.build lambda")
     if table.empty:
         raise LambdaError(f"{path}: no rows; expected one per (region, lambda)")
     for column in ("lambda", *metrics):

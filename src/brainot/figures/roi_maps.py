@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from brainot.extract import read_label_volume
+from brainot.data.extract import read_label_volume
 from brainot.figures.plotting import FAMILY_NAMES, plt
 
 AREA_COLOURS = "tab10"

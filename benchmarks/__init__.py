@@ -1,0 +1,1 @@
+"""Benchmarks: speed and memory of the pipeline's steps, outside the library (python -m benchmarks.<name>)."""

@@ -1,0 +1,1 @@
+"""Analyses of trained encoders: voxel importance, embedding maps, retrieval."""

@@ -1,0 +1,1 @@
+"""Captioning: brain embeddings fed to the Shikra LLM."""

@@ -1,0 +1,1 @@
+"""The fMRI encoder and its losses, with the optimal-transport solvers."""

@@ -1,0 +1,1 @@
+"""The paper's tables, their bootstrap intervals and the claims read from them."""
