@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install into ./.venv, then run the whole workflow on the embedded demo (a simulated mini-NSD and
 # small models the workflow builds), ending in results/tables/ and results/figures/ (rule all), and print
-# results/tables/claims.csv: each of the paper's comparisons with its interval and verdict (README, "What the
-# demo plants"). Extra arguments go to snakemake (e.g. results/tables/roi.csv, or -n for a dry run); the
+# results/tables/claims.csv: each of the paper's comparisons with its interval and verdict (docs/demo.md, "What it
+# plants"). Extra arguments go to snakemake (e.g. results/tables/roi.csv, or -n for a dry run); the
 # claims are printed only after a run that built rule all's targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."

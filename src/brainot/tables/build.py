@@ -33,7 +33,7 @@ from brainot.scoring.metrics import METRICS
 THIS_RUN = "this run"
 PAPER = "paper (reported)"
 
-# Table 1 of the paper (README names it), transcribed cell for cell; "None" as printed.
+# Table 1 of the paper, transcribed cell for cell; "None" as printed.
 # The row "BrainCap [17] [58]" prints two values per cell: it becomes two rows, (1st value) and (2nd value).
 PAPER_TABLE1 = """\
 Shikra-w/img	82.38	69.9	58.63	49.66	35.6	65.49	161.43	27.62	80.6	85.92
