@@ -1,6 +1,10 @@
 """What every benchmark shares: the config, device-synchronised timing, memory release, the run's identity
 (device, library versions, git commit), report files (atomic JSON, merging partial reports), Markdown tables
-and generated inputs reused across runs."""
+and generated inputs reused across runs.
+
+torch is imported where a function needs it, not here: ``benchmarks.extract`` and ``benchmarks.realsize`` measure
+the peak memory of child processes, and a child's ``ru_maxrss`` can include its parent's at the fork.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from brainot import atomic
 from brainot import config as bcfg
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,6 +81,8 @@ def check_names(raw: dict, paths) -> None:
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work, so that wall-clock times cover it."""
     if device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(device)
 
 
@@ -105,16 +112,22 @@ def free_memory(device: torch.device) -> None:
     """Collect garbage and return the device's cached blocks (between measurements of big models)."""
     gc.collect()
     if device.type == "cuda":
+        import torch
+
         torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------------------- identity
 def pick_device(name: str) -> torch.device:
     """``auto``: CUDA when available, else the CPU; anything else as torch spells it (``cpu``, ``cuda:1``)."""
+    import torch
+
     return torch.device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def device_name(device: torch.device) -> str:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.machine()}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
@@ -122,6 +135,8 @@ def device_name(device: torch.device) -> str:
 
 def versions() -> dict:
     """Python's and the measured libraries' versions (``None``: not installed)."""
+    import torch
+
     out = {"python": platform.python_version(), "torch": torch.__version__}
     for name, module in (("transformers", "transformers"), ("pot", "ot"), ("triton", "triton")):
         try:
