@@ -130,9 +130,9 @@ def write_subject(root: Path, subject: int, sessions: list[int], labels: np.ndar
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.extract", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Numbers: one line on stdout (wall time, CPU time, peak RSS, output size). The inputs are kept in "
-               "--dir and reused by a run with the same sizes. docs/extract.md ('Memory and time at NSD's size') "
-               "records measured runs.")
+        epilog="Numbers: one line on stdout (wall time, CPU time, peak RSS, output size). The inputs are kept\n"
+               "in --dir and reused by a run with the same sizes. docs/extract.md ('Memory and time at NSD's\n"
+               "size') records measured runs.")
     parser.add_argument("--dir", required=True, help="directory for the simulated bucket and the output")
     parser.add_argument("--sessions", type=int, default=37, help="sessions 1..N to write and extract")
     parser.add_argument("--trials", type=int, default=750, help="trials per session")

@@ -129,8 +129,8 @@ def table(rows: list[dict], fraction: float) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.realsize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Numbers: a Markdown table on stdout. The inputs are kept in --dir and reused by a run with the same "
-               "sizes. docs/performance.md ('Training data at NSD's real size') records measured runs.")
+        epilog="Numbers: a Markdown table on stdout. The inputs are kept in --dir and reused by a run with the\n"
+               "same sizes. docs/performance.md ('Training data at NSD's real size') records measured runs.")
     p.add_argument("--dir", required=True, help="directory for the generated inputs (reused when the sizes match)")
     p.add_argument("--fraction", type=float, default=1.0, help="fraction of subject 1's image count, in (0, 1]")
     p.add_argument("--measure", choices=STEPS, help=argparse.SUPPRESS)   # the child's side
