@@ -78,13 +78,13 @@ class Sizes:
     depth: int
     heads: int
     head_dim: int
-    llm: dict               # captioner LM shape (bench_models.LLAMA_7B's keys)
+    llm: dict               # captioner LM shape (benchmarks.models.LLAMA_7B's keys)
     caption_batch: int      # images per generate call (batched)
     caption_single: int     # images captioned one at a time
     caption_tokens: int     # image tokens per image in the prompt (T) ...
     caption_dim: int        # ... and their width (D, the projector's input)
     max_new_tokens: int
-    clip: dict              # CLIP vision shape (bench_models.CLIP_VIT_L14's keys)
+    clip: dict              # CLIP vision shape (benchmarks.models.CLIP_VIT_L14's keys)
     clip_batch: int
     warmup: int             # calls after the first one before timing
     repeat: int             # timed calls of the fast measurements
@@ -140,7 +140,7 @@ def solver_arguments(settings: dict) -> dict:
     unknown = sorted(set(settings) - set(SOLVER_ARGS) - set(NOT_SOLVER_ARGS))
     if unknown:
         raise ValueError(f"loss: {', '.join('loss.' + k for k in unknown)} has no counterpart in brainot.model.ot_fast; "
-                         "bench.SOLVER_ARGS must learn it before the fused solver can be compared fairly")
+                         "benchmarks.pipeline.SOLVER_ARGS must learn it before the fused solver can be compared fairly")
     return {SOLVER_ARGS[k]: v for k, v in settings.items() if k in SOLVER_ARGS}
 
 
