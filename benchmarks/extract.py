@@ -29,6 +29,7 @@ import pandas as pd
 from scipy.io import savemat
 from tqdm import tqdm
 
+from benchmarks.harness import reuse_or_write
 from brainot.data import layout
 
 N_NSD = 73000
@@ -127,7 +128,11 @@ def write_subject(root: Path, subject: int, sessions: list[int], labels: np.ndar
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.extract", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.extract", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Numbers: one line on stdout (wall time, CPU time, peak RSS, output size). The inputs are kept\n"
+               "in --dir and reused by a run with the same sizes. docs/extract.md ('Memory and time at NSD's\n"
+               "size') records measured runs.")
     parser.add_argument("--dir", required=True, help="directory for the simulated bucket and the output")
     parser.add_argument("--sessions", type=int, default=37, help="sessions 1..N to write and extract")
     parser.add_argument("--trials", type=int, default=750, help="trials per session")
@@ -145,13 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     marker = root / "bench-inputs.json"
     spec = {"sessions": args.sessions, "trials": args.trials, "shape": args.shape, "voxels": args.voxels,
             "compress": not args.no_compress}
-    if not marker.exists() or json.loads(marker.read_text()) != spec:
-        started = time.perf_counter()
+
+    def write_inputs():
         write_design(root, random_design(n_images=n_images, n_shared=n_images // 10))
         write_subject(root, 1, list(range(1, args.sessions + 1)), blob_mask(tuple(args.shape), args.voxels),
                       args.trials, compress=not args.no_compress)
-        marker.write_text(json.dumps(spec))
-        print(f"wrote inputs in {time.perf_counter() - started:.1f} s")
+
+    seconds = reuse_or_write(marker, spec, write_inputs)
+    if seconds is not None:
+        print(f"wrote inputs in {seconds:.1f} s")
     nsd = {"dir": str(root), "sessions": {"first": 1, "last": args.sessions}, "space": "func1pt8mm",
            "beta_version": "betas_fithrf_GLMdenoise_RR", "valid_policy": args.policy}
     out = Path(args.dir) / "voxels" / "subj01.h5"

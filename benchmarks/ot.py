@@ -10,7 +10,7 @@ where Triton is installed; ``--loss '{"backend": "plain"}'`` for the plain solve
 loop (:func:`brainot.model.losses.authors_ot_loss`: ``torch.cdist(x[b], y[b])`` then ``ot.partial.partial_wasserstein``
 on a numpy copy, one sample at a time).
 
-Both print a Markdown table (the one in ``docs/ot.md``).
+Both print a Markdown table (``--out`` also writes it to a file); ``docs/ot.md`` records the measured tables.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.harness import REPO, load_config, markdown, timed_call
 from brainot import config as bcfg
 from brainot.model import losses
 from brainot.model import ot as bot
@@ -100,23 +101,15 @@ def accuracy_rows(loss_cfg: dict, kinds, masses, B: int, n: int, d: int, seed: i
                    "seconds": seconds}
 
 
-def _sync(t: torch.Tensor) -> None:
-    """Wait for the GPU, so that wall-clock times cover the work."""
-    if t.is_cuda:
-        torch.cuda.synchronize(t.device)
-
-
 def time_backward(fn, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
-    """Median seconds of loss = fn(x, y); loss.backward(), after one warm-up call."""
+    """Median seconds of loss = fn(x, y); loss.backward(), after one warm-up call (each call on a fresh leaf
+    copy of x, made outside the timed part)."""
     times = []
     for i in range(repeats + 1):
         xg = x.detach().clone().requires_grad_(True)
-        _sync(xg)
-        start = time.perf_counter()
-        fn(xg, y).backward()
-        _sync(xg)
+        _, ms = timed_call(lambda: fn(xg, y).backward(), xg.device)
         if i:
-            times.append(time.perf_counter() - start)
+            times.append(ms / 1e3)
     return statistics.median(times)
 
 
@@ -134,20 +127,11 @@ def speed_rows(loss_cfg: dict, sizes, B: int, d: int, mass: float, repeats: int,
         yield row
 
 
-def markdown(rows: list[dict]) -> str:
-    """A Markdown table of dict rows (floats to 4 significant digits)."""
-    keys = list(rows[0])
-    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["accuracy", "speed"], help="which table to measure")
-    parser.add_argument("--config", nargs="+", default=[str(bcfg.REPO / "config.yaml")],
+    parser.add_argument("--config", nargs="+", default=[str(REPO / "config.yaml")],
                         help="config files (later ones overlay earlier ones); their loss: section sets the solver")
     parser.add_argument("--loss", default=None,
                         help="JSON object overriding keys of the loss: section, e.g. '{\"epsilon\": 0.01}'")
@@ -169,7 +153,7 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    loss_cfg = bcfg.load(*args.config)["loss"]
+    loss_cfg = load_config(*args.config)["loss"]
     if args.loss:
         loss_cfg = {**loss_cfg, **json.loads(args.loss)}
     print(f"loss settings: {json.dumps(loss_cfg, sort_keys=True)}; torch threads: {torch.get_num_threads()}",

@@ -32,12 +32,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import gc
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -48,13 +44,13 @@ from typing import Iterator
 import torch
 from tqdm import tqdm
 
-from brainot import atomic
+from benchmarks.harness import (REPO, device_name, free_memory, git_commit, load_config, measure, merge_reports,
+                                pick_device, timed_call, versions, write_json)
 from brainot import config as bcfg
 from brainot.model import ot as bot
 from brainot.model import ot_fast
 from brainot.model.losses import authors_ot_loss
 
-REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("ot", "train", "caption", "embed")
 # The performance targets (on an H100/H200-class GPU at paper size; docs/performance.md).
 TARGET_OT_MS = 4.0
@@ -82,13 +78,13 @@ class Sizes:
     depth: int
     heads: int
     head_dim: int
-    llm: dict               # captioner LM shape (bench_models.LLAMA_7B's keys)
+    llm: dict               # captioner LM shape (benchmarks.models.LLAMA_7B's keys)
     caption_batch: int      # images per generate call (batched)
     caption_single: int     # images captioned one at a time
     caption_tokens: int     # image tokens per image in the prompt (T) ...
     caption_dim: int        # ... and their width (D, the projector's input)
     max_new_tokens: int
-    clip: dict              # CLIP vision shape (bench_models.CLIP_VIT_L14's keys)
+    clip: dict              # CLIP vision shape (benchmarks.models.CLIP_VIT_L14's keys)
     clip_batch: int
     warmup: int             # calls after the first one before timing
     repeat: int             # timed calls of the fast measurements
@@ -139,36 +135,12 @@ def apply_overrides(sizes: Sizes, pairs: list[str]) -> Sizes:
     return dataclasses.replace(sizes, **changes)
 
 
-# ---------------------------------------------------------------------------------------------- config
-def schema_defaults() -> dict:
-    """Each config section's defaults, read from the schema (for machines without the schema validator)."""
-    import yaml
-
-    schema = yaml.safe_load(bcfg.SCHEMA.read_text())
-    return {section: {key: spec["default"] for key, spec in body.get("properties", {}).items() if "default" in spec}
-            for section, body in schema["properties"].items()}
-
-
-def load_config(path: str | Path) -> dict:
-    """The validated config; where snakemake's validator is not installed (a bare GPU machine), the file's
-    sections over the schema's defaults."""
-    try:
-        return bcfg.load(path)
-    except ModuleNotFoundError as exc:
-        import yaml
-
-        print(f"bench: {exc.name} is not installed; reading {path} over the schema's defaults without "
-              "validation", file=sys.stderr)
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        return {s: {**d, **(raw.get(s) or {})} for s, d in schema_defaults().items()}
-
-
 def solver_arguments(settings: dict) -> dict:
     """The ``loss:`` settings as keyword arguments of ``sinkhorn_partial`` (both solvers take the same)."""
     unknown = sorted(set(settings) - set(SOLVER_ARGS) - set(NOT_SOLVER_ARGS))
     if unknown:
         raise ValueError(f"loss: {', '.join('loss.' + k for k in unknown)} has no counterpart in brainot.model.ot_fast; "
-                         "bench.SOLVER_ARGS must learn it before the fused solver can be compared fairly")
+                         "benchmarks.pipeline.SOLVER_ARGS must learn it before the fused solver can be compared fairly")
     return {SOLVER_ARGS[k]: v for k, v in settings.items() if k in SOLVER_ARGS}
 
 
@@ -186,39 +158,12 @@ def ot_loss_with_backend(settings: dict, mass: float, backend: str):
 
 
 # ---------------------------------------------------------------------------------------------- timing
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure(fn, device: torch.device, warmup: int, repeat: int) -> dict:
-    """``first_ms`` (the first call: compilation, graph capture, caches), then after ``warmup`` more calls
-    ``median_ms`` of ``repeat`` timed calls (and all of them in ``times_ms``)."""
-    def once() -> float:
-        synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        return (time.perf_counter() - t0) * 1e3
-
-    first = once()
-    for _ in range(warmup):
-        once()
-    times = [once() for _ in range(max(1, repeat))]
-    return {"first_ms": first, "median_ms": statistics.median(times), "times_ms": times}
-
-
 def forward_backward(loss_fn, x: torch.Tensor, y: torch.Tensor):
+    """One training-like call: loss forward + backward, the gradient cleared for the next call."""
     def step():
         loss_fn(x, y).backward()
         x.grad = None
     return step
-
-
-def free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -286,18 +231,10 @@ def bench_ot(sizes: Sizes, settings: dict, device: torch.device, backends: list[
         timing = measure(step, device, 1 if slow else sizes.warmup, sizes.slow_repeat if slow else sizes.repeat)
         return {"name": name, "section": "ot", "size": size, **extra, **timing}
 
-    def first_call(fn):
-        """The first call's result and milliseconds (what JIT compilation or graph capture costs)."""
-        synchronize(device)
-        t0 = time.perf_counter()
-        out = fn()
-        synchronize(device)
-        return out, (time.perf_counter() - t0) * 1e3
-
     def loss_row(name, make, note):
         loss_fn = make()
-        with torch.no_grad():
-            (value, info), first = first_call(lambda: loss_fn(x, y, log=True))
+        with torch.no_grad():  # the first call, timed apart: what JIT compilation or graph capture costs
+            (value, info), first = timed_call(lambda: loss_fn(x, y, log=True), device)
         exact = exact_value()
         out = row(name, forward_backward(loss_fn, x, y), cost_error=abs(float(value) - exact) / exact,
                   loss=float(value), exact_loss=exact, n_iter=int(info["n_iter"]),
@@ -310,7 +247,8 @@ def bench_ot(sizes: Sizes, settings: dict, device: torch.device, backends: list[
         kwargs = solver_arguments(settings)
         timed = {**kwargs, "check_every": kwargs["numItermax"]} if one_check else kwargs
         checks = "one check at the end" if one_check else f"a check every {kwargs['check_every']} iterations"
-        (G, info), first = first_call(lambda: solve(a, b, M, mass, log=True, **timed))
+        # the first call, timed apart
+        (G, info), first = timed_call(lambda: solve(a, b, M, mass, log=True, **timed), device)
         out = row(name, lambda: solve(a, b, M, mass, **timed), n_iter=int(info["n_iter"]),
                   note=f"solve only (token problems, no cost, no gradient), {checks}")
         if solve is not bot.sinkhorn_partial:  # the plain solver's plan at the same settings? sum |G - G_plain| / m
@@ -550,41 +488,10 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def git_commit() -> str:
-    """BRAINOT_COMMIT, else ``git rev-parse HEAD`` (+ ``-dirty``), else ``uncommitted``/``unknown``."""
-    if os.environ.get("BRAINOT_COMMIT"):
-        return os.environ["BRAINOT_COMMIT"]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return "uncommitted" if (REPO / ".git").exists() else "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return head.stdout.strip()[:12] + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.machine()}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for name, module in (("transformers", "transformers"), ("pot", "ot"), ("triton", "triton")):
-        try:
-            out[name] = __import__(module).__version__
-        except ImportError:
-            out[name] = None
-    return out
-
-
 def run(args) -> dict:
     """Run the selected sections. A failing variant or section becomes an error row and the rest still runs;
     with ``--out`` the report is rewritten after every measurement, so a run killed midway keeps what it did."""
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.size = args.size or ("paper" if device.type == "cuda" else "cpu")
@@ -623,11 +530,6 @@ def run(args) -> dict:
     return finish(report)
 
 
-def write_json(report: dict, path: str | Path) -> None:
-    """Write atomically (a kill mid-write leaves the previous version)."""
-    atomic.write_json(path, report)
-
-
 def finish(report: dict) -> dict:
     """Ratios and targets from the results (also after merging reports of separate runs)."""
     add_ratios(report["results"])
@@ -637,15 +539,8 @@ def finish(report: dict) -> dict:
 
 
 def merge(paths: list[str]) -> dict:
-    """One report from several (sections run as separate processes): the first one's header, all results."""
-    reports = [json.loads(Path(p).read_text()) for p in paths]
-    if not reports:
-        raise ValueError("--merge: no report files given")
-    # A stub (scripts/gpu_bench.sh's report of a step that wrote nothing) carries rows, not the run's header.
-    header = next((rep for rep in reports if not rep.get("stub")), reports[0])
-    merged = {**header, "results": [r for rep in reports for r in rep["results"]],
-              "wall_s": sum(rep.get("wall_s", 0) for rep in reports), "merged_from": [str(p) for p in paths]}
-    return finish(merged)
+    """One report from several (sections run as separate processes), its ratios and targets recomputed."""
+    return finish(merge_reports(paths))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -653,7 +548,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmarks.pipeline",
         description="Time the OT loss against the authors' implementation and MSE, the training step with MSE "
                     "and OT, batched against one-at-a-time captioning, and CLIP embedding throughput, on one "
-                    "device. Prints a table; --out writes every measurement as JSON.")
+                    "device. Prints a table; --out writes every measurement as JSON.",
+        epilog="Numbers: the table on stdout (--table: also to a file) and, with --out, a JSON report (every "
+               "timing, device, library versions, git commit, sizes, loss settings, the performance targets met "
+               "or not), rewritten after each measurement. scripts/gpu_bench.sh runs it on a GPU one section per "
+               "process and merges the reports; docs/performance.md records measured runs (full GPU reports: "
+               "docs/bench/).")
     p.add_argument("--size", choices=("tiny", "cpu", "paper"),
                    help="size preset: tiny (CI, seconds), cpu (reduced, minutes on 2 cores), paper (the paper's "
                         "sizes: B=64, 256 x 256 tokens, d=1024, BrainXS on 15724 voxels, LLaMA-7B, ViT-L/14); "

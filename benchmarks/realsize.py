@@ -32,6 +32,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from benchmarks.harness import markdown, reuse_or_write
+
 N_VOXELS = 15724
 N_TRAIN, N_TEST = 8859, 982
 REPEATS = 3
@@ -76,7 +78,7 @@ def write_inputs(root: Path, spec: dict, seed: int = 0) -> dict[str, Path]:
     return paths
 
 
-def measure(step: str, root: Path) -> dict:
+def measure_step(step: str, root: Path) -> dict:
     """Run one step in this process; returns its seconds and this process's peak RSS in MiB."""
     import torch  # noqa: F401  (the trainer's imports belong to the baseline)
 
@@ -114,17 +116,21 @@ def run_child(step: str, root: Path) -> dict:
 def table(rows: list[dict], fraction: float) -> str:
     """Markdown: measured time, peak RSS, arrays held; and time and RSS above the baseline divided by f."""
     base = next(r for r in rows if r["step"] == "baseline")["peak_mib"]
-    lines = ["| step | time | peak RSS | arrays | above baseline | full size (/ f): time, above baseline |",
-             "|---|---|---|---|---|---|"]
+    cells = []
     for r in rows:
         above = r["peak_mib"] - base
-        lines.append(f"| {r['step']} | {r['seconds']:.2f} s | {r['peak_mib']:.0f} MiB | {r['array_mib']:.0f} MiB | "
-                     f"{above:.0f} MiB | {r['seconds'] / fraction:.1f} s, {above / fraction / 1024:.2f} GiB |")
-    return "\n".join(lines)
+        cells.append({"step": r["step"], "time": f"{r['seconds']:.2f} s", "peak RSS": f"{r['peak_mib']:.0f} MiB",
+                      "arrays": f"{r['array_mib']:.0f} MiB", "above baseline": f"{above:.0f} MiB",
+                      "full size (/ f): time, above baseline":
+                          f"{r['seconds'] / fraction:.1f} s, {above / fraction / 1024:.2f} GiB"})
+    return markdown(cells)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.realsize", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.realsize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Numbers: a Markdown table on stdout. The inputs are kept in --dir and reused by a run with the\n"
+               "same sizes. docs/performance.md ('Training data at NSD's real size') records measured runs.")
     p.add_argument("--dir", required=True, help="directory for the generated inputs (reused when the sizes match)")
     p.add_argument("--fraction", type=float, default=1.0, help="fraction of subject 1's image count, in (0, 1]")
     p.add_argument("--measure", choices=STEPS, help=argparse.SUPPRESS)   # the child's side
@@ -135,15 +141,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     root = Path(args.dir)
     if args.measure:
-        print(json.dumps(measure(args.measure, root)))
+        print(json.dumps(measure_step(args.measure, root)))
         return []
     spec = sizes(args.fraction)
-    marker = root / "bench-inputs.json"
-    if not marker.exists() or json.loads(marker.read_text()) != spec:
-        started = time.perf_counter()
-        write_inputs(root, spec)
-        marker.write_text(json.dumps(spec))
-        print(f"wrote inputs ({spec}) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    seconds = reuse_or_write(root / "bench-inputs.json", spec, lambda: write_inputs(root, spec))
+    if seconds is not None:
+        print(f"wrote inputs ({spec}) in {seconds:.1f} s", file=sys.stderr)
     rows = [run_child(step, root) for step in STEPS]
     print(f"{spec['train']} training + {spec['test']} test images (fraction {args.fraction}), {spec['voxels']} voxels, "
           f"tokens {spec['tokens']} x {spec['dim']} float16")
