@@ -160,7 +160,7 @@ def test_the_service_answers_only_its_own_key(clean_environment, tmp_path):
 
 def test_the_service_exits_when_the_process_that_started_it_is_killed(tmp_path):
     starter = subprocess.Popen(
-        [sys.executable, "-c", "import os, sys, time\nfrom brainot import meteor_service as MS\n"
+        [sys.executable, "-c", "import os, sys, time\nfrom brainot.scoring import meteor_service as MS\n"
          f"s = MS.start({str(tmp_path / 'service.log')!r})\n"
          "print(s.process.pid, os.environ[MS.ENV_ADDRESS], flush=True)\ntime.sleep(600)"],
         stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
