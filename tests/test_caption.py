@@ -9,9 +9,12 @@ captioner that uses its image input must name the right place for held-out image
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -237,17 +240,51 @@ def test_interrupted_run_resumes_from_its_partial_file(trained, data, captioner_
     assert again == fresh and Path(f"{partial}.damaged").read_text() == '{"fingerpr'
 
 
+# One image per batch: 16 saved batches, so a kill on the first one lands with most of the run still to do.
+KILL_BATCH = 1
+KILL_TIMEOUT_S = 600
+
+
 def _caption_argv(model_dir, data, caption_cfg, tmp_path, name):
-    cfg = dict(caption_cfg, model=str(model_dir), max_new_tokens=12, batch_size=5)
+    cfg = dict(caption_cfg, model=str(model_dir), max_new_tokens=12, batch_size=KILL_BATCH)
     return ["--cfg", json.dumps(cfg), "--image-embeddings", str(data["embeddings"]), "--voxels", str(data["voxels"]),
             "--stim-info", str(data["stim_info"]), "--out-json", str(tmp_path / f"{name}.json"),
             "--out-parquet", str(tmp_path / f"{name}.parquet"), "--device", "cpu", "--no-progress"]
 
 
-def _killed_after_one_batch(argv):
-    proc = subprocess.run([sys.executable, "-m", "brainot.caption.generate", *argv, "--stop-after-batches", "1"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 75, proc.stderr
+def _saved_batches(partial: Path) -> int:
+    """Whole caption lines in a partial file (after its fingerprint line); a line still being written is not
+    counted."""
+    try:
+        text = partial.read_text()
+    except FileNotFoundError:
+        return 0
+    return max(text.count("\n") - 1, 0)
+
+
+def _killed_after_one_batch(argv, partial: Path, out_json: Path) -> int:
+    """Run the caption CLI in a subprocess and SIGKILL it as soon as its first batch is saved; the number of
+    saved batches the kill left. Fails if the run ends by itself first (the test would prove nothing)."""
+    log = partial.with_name("killed.log")
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "brainot.caption.generate", *argv],
+                                stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + KILL_TIMEOUT_S
+        while _saved_batches(partial) < 1:
+            if proc.poll() is not None:
+                pytest.fail(f"caption ended (exit {proc.returncode}) before its first saved batch: "
+                            f"{log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                pytest.fail(f"no saved batch after {KILL_TIMEOUT_S} s")
+            time.sleep(0.002)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    saved = _saved_batches(partial)
+    if out_json.exists() or saved * KILL_BATCH >= N_SHARED:
+        pytest.fail("the caption run finished before the kill landed; give it more batches")
+    return saved
 
 
 def test_other_weights_at_the_same_model_path_are_not_resumed(trained, data, captioner_cfg, tmp_path, capsys):
@@ -256,32 +293,34 @@ def test_other_weights_at_the_same_model_path_are_not_resumed(trained, data, cap
     demo_captioner.main(["--embeddings", str(data["embeddings"]), "--stim-info", str(data["stim_info"]),
                          "--captions", *map(str, data["captions"]), "--cfg", json.dumps(dict(small, seed=7, epochs=3)),
                          "--prompt", json.dumps(caption_cfg["prompt"]), "--out", str(other), "--no-progress"])
-    expected_other, _, _ = run_caption(other, data, caption_cfg, tmp_path, "--image-embeddings",
-                                       str(data["embeddings"]), "--voxels", str(data["voxels"]), name="other")
-    expected_trained, _, _ = run_caption(trained, data, caption_cfg, tmp_path, "--image-embeddings",
-                                         str(data["embeddings"]), "--voxels", str(data["voxels"]), name="trained")
+    # uninterrupted runs, with the killed run's settings
+    assert caption.main(_caption_argv(other, data, caption_cfg, tmp_path, "other")) == 0
+    assert caption.main(_caption_argv(trained, data, caption_cfg, tmp_path, "trained")) == 0
+    expected_other = json.loads((tmp_path / "other.json").read_text())
+    expected_trained = json.loads((tmp_path / "trained.json").read_text())
     assert expected_other != expected_trained
     model = tmp_path / "model"
     shutil.copytree(trained, model)
     argv = _caption_argv(model, data, caption_cfg, tmp_path, "out")
-    partial = tmp_path / "out.json.partial.jsonl"
+    partial, out_json = tmp_path / "out.json.partial.jsonl", tmp_path / "out.json"
 
-    # Same model: the killed run's batch is resumed.
-    _killed_after_one_batch(argv)
-    assert len(partial.read_text().splitlines()) == 2
+    # Same model: the killed run's batches are resumed.
+    saved = _killed_after_one_batch(argv, partial, out_json)
     capsys.readouterr()
-    caption.main(argv)
-    assert f"resuming: 5 of {N_SHARED} captions" in capsys.readouterr().err
-    assert json.loads((tmp_path / "out.json").read_text()) == expected_trained
+    assert caption.main(argv) == 0
+    assert f"resuming: {saved * KILL_BATCH} of {N_SHARED} captions" in capsys.readouterr().err
+    assert json.loads(out_json.read_text()) == expected_trained
+    assert not partial.exists()
 
     # Other weights put at the same path after the kill: the partial captions are not mixed in.
-    _killed_after_one_batch(argv)
+    out_json.unlink()
+    _killed_after_one_batch(argv, partial, out_json)
     shutil.rmtree(model)
     shutil.copytree(other, model)
-    caption.main(argv)
+    assert caption.main(argv) == 0
     err = capsys.readouterr().err
     assert "not resumed, starting afresh" in err and "models.captioner.files" in err and "resuming" not in err
-    assert json.loads((tmp_path / "out.json").read_text()) == expected_other
+    assert json.loads(out_json.read_text()) == expected_other
     assert not partial.exists()
 
 

@@ -74,6 +74,17 @@ def test_schema_rejects_with_the_key_path(edit, path):
     assert path in str(err.value)
 
 
+@pytest.mark.parametrize("key, value", [("seed", 0), ("num_workers", 2)])
+def test_train_keys_that_nothing_reads_are_rejected(key, value):
+    # the training seed is the {seed} wildcard (tables.seeds) and no loader runs workers: a config setting
+    # either would suggest a control that does nothing
+    raw = fresh()
+    raw["train"][key] = value
+    with pytest.raises(bcfg.ConfigError) as err:
+        bcfg.validate(raw)
+    assert f"train: Additional properties are not allowed ('{key}' was unexpected)" in str(err.value)
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -204,3 +215,41 @@ def test_the_workflow_refuses_a_second_spelling_of_an_objective_and_a_repeated_k
     out = snakemake_dry_run(tmp_path, str(dup))
     assert out.returncode != 0
     assert "dup.yaml:3: key 'loss' appears again (first at line 1)" in out.stdout + out.stderr
+
+
+# Each figures/analysis cross-check: an overlay breaking it -> the key path and the start of the message.
+SECTION_CROSS_CHECKS = [
+    ({"figures": {"case_study": {"regions": ["B", "Face"]}}},
+     "figures.case_study.regions[1]: 'Face' is not a region set of rois.regions"),
+    ({"analysis": {"importance": {"region": "VPF"}}},
+     "analysis.importance.region: 'VPF' is not a region set of rois.regions"),
+    ({"analysis": {"viz": {"groupings": {"pairs": ["V", "PFBW"]}}}},
+     "analysis.viz.groupings.pairs[1]: 'PFBW' is not a region set of rois.regions"),
+]
+
+
+@pytest.mark.parametrize("overlay, message", SECTION_CROSS_CHECKS, ids=["case-study", "importance", "viz"])
+def test_figures_and_analysis_cross_checks_run_on_load(tmp_path, overlay, message):
+    # bcfg.load is what the command-line tools call: it must refuse what the workflow refuses
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    with pytest.raises(bcfg.ConfigError) as err:
+        bcfg.load(bcfg.REPO / "config.yaml", path)
+    assert message in str(err.value)
+
+
+def test_a_command_line_tool_refuses_a_broken_analysis_section_naming_the_key(tmp_path):
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump({"analysis": {"importance": {"region": "VPF"}}}))
+    out = subprocess.run([sys.executable, "-m", "brainot.data.fetch", "--config", str(bcfg.REPO / "config.yaml"),
+                          str(path), "--group", "all", "--dry-run", "--no-progress"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "analysis.importance.region: 'VPF' is not a region set of rois.regions" in out.stderr
+
+
+def test_the_shipped_configs_pass_every_cross_check():
+    for files in (["config.yaml"], ["config.yaml", "demo/config.yaml"],
+                  ["config.yaml", "demo/config.yaml", "tests/micro.yaml"]):
+        cfg = bcfg.load(*(bcfg.REPO / f for f in files))
+        assert set(cfg["analysis"]["viz"]["groupings"]["V-PFBW"]) <= set(cfg["rois"]["regions"])

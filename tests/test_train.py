@@ -8,9 +8,12 @@ Fill rows (repeats past ``n_reps``) hold NaN: if training or prediction ever rea
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -290,36 +293,64 @@ def test_same_seed_same_weights_other_seed_different(tmp_path):
     assert not torch.equal(state(tmp_path / "a")["proj.weight"], state(tmp_path / "c")["proj.weight"])
 
 
-RESUME_RUN = {**TRAIN, "epochs": 5}
+# Long enough that a kill on the first checkpoint lands mid-run on any machine: the kill is sent within
+# milliseconds of the checkpoint's rename, and the remaining epochs take far longer.
+RESUME_RUN = {**TRAIN, "epochs": 20}
+KILL_TIMEOUT_S = 300
+
+
+def kill_once(proc: subprocess.Popen, appeared, what: str, log: Path) -> None:
+    """SIGKILL ``proc`` as soon as ``appeared()`` is true (polled every few milliseconds), as a scheduler or
+    the OOM killer would end a job: no handler, no cleanup. Fails if the process ends by itself first (it
+    finished before the kill could land: the test would prove nothing) or nothing appears in time."""
+    deadline = time.monotonic() + KILL_TIMEOUT_S
+    while not appeared():
+        if proc.poll() is not None:
+            pytest.fail(f"the process ended (exit {proc.returncode}) before {what} appeared: "
+                        f"{log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"no {what} after {KILL_TIMEOUT_S} s")
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
 
 
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory):
-    """Inputs, and a run killed abruptly (os._exit in a subprocess) right after its second checkpoint."""
+    """Inputs, and a training subprocess killed with SIGKILL once its first checkpoint is on disk."""
     root = tmp_path_factory.mktemp("resume")
     paths = write_inputs(root, {"subj01": 20}, n_train=48)
     killed = root / "killed"
-    proc = subprocess.run([sys.executable, "-m", "brainot.train", *train_argv(paths, killed, train=RESUME_RUN),
-                           "--stop-after-epoch", "2"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 75, proc.stderr
+    log = root / "killed.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "brainot.train", *train_argv(paths, killed, train=RESUME_RUN)],
+                                stdout=subprocess.DEVNULL, stderr=err)
+        # checkpoint.pt appears only by an atomic rename, so once it exists it is a whole checkpoint
+        kill_once(proc, (killed / "checkpoint.pt").exists, "checkpoint.pt", log)
+    done = torch.load(killed / "checkpoint.pt", map_location="cpu", weights_only=True)["epoch"]
+    if (killed / "model.pt").exists() or done >= RESUME_RUN["epochs"]:
+        pytest.fail(f"the run finished before the kill landed; raise RESUME_RUN's epochs ({RESUME_RUN['epochs']})")
     return paths, killed
 
 
-def test_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path, killed_run):
+def test_killed_run_resumes_to_the_same_weights_bit_for_bit(tmp_path, killed_run, capsys):
     paths, original = killed_run
     killed = tmp_path / "killed"
     shutil.copytree(original, killed)
-    assert not (killed / "model.pt").exists()
-    ckpt = torch.load(killed / "checkpoint.pt", map_location="cpu", weights_only=True)
-    assert ckpt["epoch"] == 2
-    with open(killed / "log.jsonl", "a") as fh:   # what a kill during epoch 2's logging could leave
-        fh.write(json.dumps({"epoch": 2, "partial": True}) + "\n" + '{"epoch": 2, "step_lo')
+    epochs = RESUME_RUN["epochs"]
+    done = torch.load(killed / "checkpoint.pt", map_location="cpu", weights_only=True)["epoch"]
+    with open(killed / "log.jsonl", "a") as fh:   # what a kill during the next epoch's logging could leave
+        fh.write(json.dumps({"epoch": done, "partial": True}) + "\n" + f'{{"epoch": {done}, "step_lo')
 
+    capsys.readouterr()
     assert btrain.main(train_argv(paths, killed, train=RESUME_RUN)) == 0
+    assert f"resuming after epoch {done} of {epochs}" in capsys.readouterr().err
     assert btrain.main(train_argv(paths, tmp_path / "straight", train=RESUME_RUN)) == 0
     assert_same_weights(state(killed), state(tmp_path / "straight"))
     records = log_records(killed)
-    assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4] and not any("partial" in r for r in records)
+    assert [r["epoch"] for r in records] == list(range(epochs)) and not any("partial" in r for r in records)
     assert [r["step_loss"] for r in records] == [r["step_loss"] for r in log_records(tmp_path / "straight")]
 
 

@@ -237,7 +237,7 @@ def test_adding_a_subject_to_a_training_set_reruns_that_training_sets_cells_only
      {("figure_roi_maps", "results/figures/roi_maps_subj01.png"), ("figure_roi_maps", "results/figures/roi_maps_subj02.png")}),
     ({"analysis": {"viz": {"pooling": "flat"}}}, {("embedding_viz", "results/tables/viz.csv")}),
     # settings that cannot change a result
-    ({"embedding": {"batch_size": 7}, "caption": {"batch_size": 5}, "train": {"num_workers": 2}}, set()),
+    ({"embedding": {"batch_size": 7}, "caption": {"batch_size": 5}}, set()),
 ], ids=["table", "figure", "roi-maps", "analysis", "batch-sizes"])
 def test_a_setting_reruns_only_what_reads_it(finished, overlay, expected):
     assert after_edit(finished, overlay) == expected

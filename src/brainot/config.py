@@ -2,8 +2,9 @@
 
 The JSON schema (``workflow/schemas/config.schema.yaml``) checks types and key names and fills defaults;
 :func:`check` adds the cross-references a schema cannot express (a region term must name a configured
-family, area, ``other`` or ``all``; a table must name a configured region or training set). Both the
-Snakefile and the command-line tools go through here, so a config that one accepts the other accepts.
+family, area, ``other`` or ``all``; a table, figure or analysis must name a configured region or training
+set). Every section's cross-checks run from :func:`check` and nowhere else, and both the Snakefile and the
+command-line tools go through :func:`validate`, so a config that one accepts the other accepts.
 """
 
 from __future__ import annotations
@@ -156,7 +157,22 @@ def family_files(config: dict) -> list[str]:
 
 
 def check(config: dict) -> None:
-    """Cross-field checks. Raises :class:`ConfigError` naming the key path."""
+    """Every section's cross-field checks. Raises :class:`ConfigError` naming the key path."""
+    check_nsd_rois_train(config)
+    check_tables(config)
+    check_figures(config)
+    check_analysis(config)
+
+
+def _region_set(config: dict, path: str, region: str, hint: str = "") -> None:
+    """``region`` (at key ``path``) must be a key of ``rois.regions``."""
+    regions = config["rois"]["regions"]
+    if region not in regions:
+        raise ConfigError(f"{path}: {region!r} is not a region set of rois.regions ({', '.join(regions)}){hint}")
+
+
+def check_nsd_rois_train(config: dict) -> None:
+    """The session range, the region sets' terms and the training sets' subjects."""
     nsd = config["nsd"]
     if nsd["sessions"]["first"] > nsd["sessions"]["last"]:
         raise ConfigError(f"nsd.sessions: first ({nsd['sessions']['first']}) is after last ({nsd['sessions']['last']})")
@@ -166,21 +182,25 @@ def check(config: dict) -> None:
             if term not in terms:
                 raise ConfigError(f"rois.regions.{name}[{i}]: unknown region term {term!r}; expected a family "
                                   f"({', '.join(config['rois']['families'])}), an area label, 'other' or 'all'")
-    regions = config["rois"]["regions"]
     trainsets = config["train"]["trainsets"]
     subjects = set(nsd["subjects"])
     for name, members in trainsets.items():
         missing = sorted(set(members) - subjects)
         if missing:
             raise ConfigError(f"train.trainsets.{name}: subjects {missing} are not in nsd.subjects {sorted(subjects)}")
+
+
+def check_tables(config: dict) -> None:
+    """The tables' subject, region sets, training sets and claims name configured ones."""
+    trainsets = config["train"]["trainsets"]
+    subjects = set(config["nsd"]["subjects"])
     tables = config["tables"]
     if tables["subject"] not in subjects:
         raise ConfigError(f"tables.subject: {tables['subject']} is not in nsd.subjects {sorted(subjects)}")
     for path, region in ([("tables.methods.region", tables["methods"]["region"])]
                          + [(f"tables.roi.regions[{i}]", r) for i, r in enumerate(tables["roi"]["regions"])]
                          + [(f"tables.lambda.regions[{i}]", r) for i, r in enumerate(tables["lambda"]["regions"])]):
-        if region not in regions:
-            raise ConfigError(f"{path}: {region!r} is not a region set of rois.regions ({', '.join(regions)})")
+        _region_set(config, path, region)
     for path, trainset in (("tables.roi.trainset", tables["roi"]["trainset"]),
                            ("tables.methods.s1", tables["methods"]["s1"]),
                            ("tables.methods.cross", tables["methods"]["cross"]),
@@ -190,9 +210,7 @@ def check(config: dict) -> None:
     for i, claim in enumerate(tables["claims"]):
         for side in ("a", "b"):
             path, run = f"tables.claims[{i}].{side}", claim[side]
-            if run["region"] not in regions:
-                raise ConfigError(f"{path}.region: {run['region']!r} is not a region set of rois.regions "
-                                  f"({', '.join(regions)})")
+            _region_set(config, f"{path}.region", run["region"])
             if run["trainset"] not in trainsets:
                 raise ConfigError(f"{path}.trainset: {run['trainset']!r} is not a training set of train.trainsets "
                                   f"({', '.join(trainsets)})")
@@ -201,6 +219,23 @@ def check(config: dict) -> None:
                     parse_objective(run["objective"])
                 except ConfigError as exc:
                     raise ConfigError(f"{path}.objective: {exc}") from None
+
+
+def check_figures(config: dict) -> None:
+    """``figures.case_study.regions`` name region sets of ``rois.regions``."""
+    for i, region in enumerate(config["figures"]["case_study"]["regions"]):
+        _region_set(config, f"figures.case_study.regions[{i}]", region)
+
+
+def check_analysis(config: dict) -> None:
+    """``analysis.importance.region`` and every region set of ``analysis.viz.groupings`` name region sets of
+    ``rois.regions``."""
+    analysis = config["analysis"]
+    _region_set(config, "analysis.importance.region", analysis["importance"]["region"])
+    for name, members in analysis["viz"]["groupings"].items():
+        for i, region in enumerate(members):
+            _region_set(config, f"analysis.viz.groupings.{name}[{i}]", region,
+                        "; add it there (e.g. PFWB: [P, F, W, B])")
 
 
 def mass_spelling(mass: float) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pickle
 import random
 import re
@@ -392,8 +391,6 @@ def train(args) -> dict:
         done = epoch + 1
         bar.set_postfix(loss=f"{record['train_loss']:.4g}",
                         top1=" ".join(f"{v['top1']:.3f}" for v in val.values()))
-        if args.stop_after_epoch is not None and epoch + 1 == args.stop_after_epoch:
-            os._exit(75)  # test hook: die abruptly, as a killed job would, right after a checkpoint
     bar.close()
 
     atomic.torch_save(model.state_dict(), out_dir / MODEL)
@@ -437,7 +434,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: small models run fastest one thread per job, with jobs run in "
                         "parallel; 0 keeps torch's default)")
-    p.add_argument("--stop-after-epoch", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if len(args.voxels) != len(args.regions):
         p.error(f"--voxels has {len(args.voxels)} files but --regions {len(args.regions)}; one region file per subject")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -126,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-parquet", required=True, help="captions with position, nsd_id, coco_id")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--stop-after-batches", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per generate() call (a throughput setting; default: the cfg's batch_size)")
     args = parser.parse_args(argv)
@@ -155,14 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming: {len(done)} of {len(nsd_ids)} captions from {partial}", file=sys.stderr)
     # rewrite it with the whole batches read back (dropping a line cut off mid-write), then append as batches finish
     atomic.write_text(partial, json.dumps({"fingerprint": key}) + "\n" + (json.dumps(done) + "\n" if done else ""))
-    saved = []
     with partial.open("a") as fh:
         def save_batch(first, texts):
             fh.write(json.dumps(texts) + "\n")
             fh.flush()
-            saved.append(first)
-            if len(saved) == args.stop_after_batches:
-                os._exit(75)  # test hook: die abruptly, as a killed job would, right after a saved batch
 
         captions = done + shikra.caption(captioner, tokens, cfg["prompt"], cfg["max_new_tokens"],
                                          cfg["batch_size"], cfg["postprocess"], progress=not args.no_progress, on_batch=save_batch,

@@ -53,7 +53,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from ot.lp.emd_wrap import check_result, emd_c   # POT's compiled network simplex (what ot.emd calls)
+
+from brainot.model.pot_simplex import SimplexFailure, network_simplex
 
 COST_NORMALISATIONS = ("none", "max", "mean", "nearest")
 EXACT_MAX_ITER = 10_000_000   # network-simplex pivots; a 256 x 256 problem needs a few thousand
@@ -267,7 +268,7 @@ def partial_wasserstein_exact(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor,
     an all-NaN plan, as from :func:`sinkhorn_partial`.
 
     Each problem is POT's ``ot.partial.partial_wasserstein`` LP, built as POT builds it (:func:`extended_problem`)
-    and handed to the compiled network simplex that ``ot.emd`` calls (``ot.lp.emd_wrap.emd_c``): POT's plans
+    and handed to the compiled network simplex that ``ot.emd`` calls (:mod:`brainot.model.pot_simplex`): POT's plans
     (test ``test_exact_plans_are_pots``) without the per-call backend dispatch and checks of
     ``partial_wasserstein`` and ``emd``, which are most of the time of a 16 x 16 problem (0.17 ms of 0.2 ms on the
     demo machine, where one encoder solves 17,920).
@@ -295,11 +296,10 @@ def partial_wasserstein_exact(a: torch.Tensor, b: torch.Tensor, M: torch.Tensor,
         # Points without mass (a dummy when m is a marginal's total) leave the LP, as ot.emd drops them:
         # with ties among optimal plans, the simplex then pivots to POT's.
         rows, cols = np.flatnonzero(a_ext), np.flatnonzero(b_ext)
-        G, _, _, _, code = emd_c(a_ext[rows], b_ext[cols], np.ascontiguousarray(M_ext[np.ix_(rows, cols)]),
-                                 EXACT_MAX_ITER, 1)
-        failure = check_result(code)   # None when the simplex reached the optimum
-        if failure is not None:
-            raise ValueError(f"exact partial OT, problem {k} of {M64.shape[0]}: {failure}")
+        try:
+            G = network_simplex(a_ext[rows], b_ext[cols], M_ext[np.ix_(rows, cols)], EXACT_MAX_ITER)
+        except SimplexFailure as exc:
+            raise ValueError(f"exact partial OT, problem {k} of {M64.shape[0]}: {exc}") from None
         plan = np.zeros_like(M_ext)
         plan[np.ix_(rows, cols)] = G
         plans[k] = plan[:n_a, :n_b]

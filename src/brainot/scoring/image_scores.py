@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainot.scoring import coco_internals
+
 N_BLEU = 4
 BLEU_STATS = ("bleu_testlen", "bleu_reflen", *(f"bleu_guess{k}" for k in range(1, N_BLEU + 1)),
               *(f"bleu_correct{k}" for k in range(1, N_BLEU + 1)))
@@ -51,19 +53,12 @@ def path_for(metrics_json: str | Path) -> Path:
 def bleu_stats(res: dict, gts: dict) -> np.ndarray:
     """Per-image BLEU sufficient statistics (N, 10) int64, columns :data:`BLEU_STATS`, in ``res``'s key order.
 
-    Built by pycocoevalcap's ``BleuScorer`` as ``Bleu(4).compute_score`` builds it (tokenized ``res``/``gts``,
-    :func:`brainot.scoring.metrics.ptb_tokenize`); the reference length is ``BleuScorer._single_reflen(..., 'closest',
-    testlen)``, the one ``compute_score(option='closest')`` adds up.
+    Counted by pycocoevalcap's ``BleuScorer`` as ``Bleu(4).compute_score`` counts them (tokenized ``res``/``gts``,
+    :func:`brainot.scoring.metrics.ptb_tokenize`), through :func:`brainot.scoring.coco_internals.bleu_statistics`;
+    the reference length is the one ``compute_score(option='closest')`` adds up.
     """
-    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
-
-    scorer = BleuScorer(n=N_BLEU)
-    for key in res:
-        scorer += (res[key][0], gts[key])
-    rows = []
-    for comps in scorer.ctest:
-        reflen = scorer._single_reflen(comps["reflen"], "closest", comps["testlen"])
-        rows.append([comps["testlen"], reflen, *comps["guess"], *comps["correct"]])
+    rows = [[testlen, reflen, *guess, *correct]
+            for testlen, reflen, guess, correct in coco_internals.bleu_statistics(res, gts, N_BLEU)]
     return np.asarray(rows, dtype=np.int64).reshape(len(rows), len(BLEU_STATS))
 
 

@@ -38,6 +38,8 @@ from contextlib import contextmanager
 from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
 from pathlib import Path
 
+from brainot.scoring import coco_internals
+
 ENV_ADDRESS = "BRAINOT_METEOR_SERVICE"   # the service's Unix socket
 ENV_KEY = "BRAINOT_METEOR_KEY"           # its authentication key, hex
 READY = "ready"                          # the server's first line on stdout, once it listens
@@ -59,14 +61,13 @@ def score_with(scorer, gts: dict, res: dict) -> tuple[float, list[float]]:
     """``scorer.compute_score(gts, res)`` of a pycocoevalcap ``Meteor``, stopping its JVM if that fails.
 
     compute_score leaves its lock held when the JVM dies mid-answer, and ``Meteor.__del__`` would then wait on
-    that lock forever: kill the JVM and free the lock before re-raising.
+    that lock forever: kill the JVM and free the lock (:func:`brainot.scoring.coco_internals.abandon_meteor`)
+    before re-raising.
     """
     try:
         return scorer.compute_score(gts, res)
     except BaseException:
-        scorer.meteor_p.kill()
-        if scorer.lock.locked():
-            scorer.lock.release()
+        coco_internals.abandon_meteor(scorer)
         raise
 
 
@@ -176,7 +177,8 @@ class MeteorServer:
         with self.lock:
             if self.scorer is None:
                 self.scorer = Meteor()
-                print(f"started a METEOR JVM (pid {self.scorer.meteor_p.pid})", file=self.log, flush=True)
+                print(f"started a METEOR JVM (pid {coco_internals.meteor_pid(self.scorer)})", file=self.log,
+                      flush=True)
             try:
                 return score_with(self.scorer, gts, res)
             except BaseException:
@@ -210,8 +212,7 @@ class MeteorServer:
 
     def close(self) -> None:
         if self.scorer is not None:
-            self.scorer.meteor_p.kill()
-            self.scorer.meteor_p.wait()
+            coco_internals.stop_meteor(self.scorer)
             print("stopped the METEOR JVM", file=self.log, flush=True)
 
 
