@@ -36,7 +36,7 @@ rule importance:
     log:
         log_file("analysis", "importance"),
     benchmark:
-        benchmark_file("importance")
+        benchmark_file("importance", "importance")
     conda:
         ENV
     shell:
@@ -61,7 +61,7 @@ rule embedding_viz:
     log:
         log_file("analysis", "embedding_viz"),
     benchmark:
-        benchmark_file("embedding_viz")
+        benchmark_file("embedding_viz", "embedding_viz")
     conda:
         ENV
     shell:

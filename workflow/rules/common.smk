@@ -198,10 +198,10 @@ def log_file(stage, job):
     return f"logs/{stage}/{job}.log"
 
 
-def benchmark_file(rule, job=None):
-    """``logs/benchmarks/{rule}/{job}.tsv``: Snakemake's time and memory record of one job (job: the rule's name
-    for a rule with one job)."""
-    return f"logs/benchmarks/{rule}/{job or rule}.tsv"
+def benchmark_file(rule, job):
+    """``logs/benchmarks/{rule}/{job}.tsv``: Snakemake's time and memory record of one job; job: its wildcards
+    (``{subject}``, a run directory) or, for a rule with one job, the name of what it makes."""
+    return f"logs/benchmarks/{rule}/{job}.tsv"
 
 
 METEOR_SERVICE_LOG = "logs/meteor-service.log"

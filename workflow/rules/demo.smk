@@ -13,7 +13,7 @@ rule simulate:
     log:
         log_file("demo", "simulate"),
     benchmark:
-        benchmark_file("simulate")
+        benchmark_file("simulate", "simulate")
     conda:
         ENV
     shell:
@@ -34,7 +34,7 @@ rule demo_clip:
     log:
         log_file("demo", "clip"),
     benchmark:
-        benchmark_file("demo_clip")
+        benchmark_file("demo_clip", "clip")
     # CPU only (tiny; about 80 CPU-seconds), so no gpu resource.
     priority: CRITICAL_PATH_PRIORITY
     conda:
@@ -59,7 +59,7 @@ rule demo_captioner:
     log:
         log_file("demo", "captioner"),
     benchmark:
-        benchmark_file("demo_captioner")
+        benchmark_file("demo_captioner", "captioner")
     priority: CRITICAL_PATH_PRIORITY
     conda:
         ENV

@@ -12,7 +12,7 @@ rule coco_captions:
     log:
         log_file("fetch", "coco_captions"),
     benchmark:
-        benchmark_file("coco_captions")
+        benchmark_file("coco_captions", "coco_captions")
     conda:
         ENV
     shell:
@@ -35,7 +35,7 @@ rule fetch_shared:
     log:
         log_file("fetch", "shared"),
     benchmark:
-        benchmark_file("fetch_shared")
+        benchmark_file("fetch_shared", "shared")
     conda:
         ENV
     shell:

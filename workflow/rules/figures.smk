@@ -37,7 +37,7 @@ rule figure_correlation:
     log:
         log_file("figures", "correlation"),
     benchmark:
-        benchmark_file("figure_correlation")
+        benchmark_file("figure_correlation", "correlation")
     conda:
         ENV
     shell:
@@ -82,7 +82,7 @@ rule figure_lambda:
     log:
         log_file("figures", "lambda"),
     benchmark:
-        benchmark_file("figure_lambda")
+        benchmark_file("figure_lambda", "lambda")
     conda:
         ENV
     shell:
@@ -107,7 +107,7 @@ rule figure_case_study:
     log:
         log_file("figures", "case_study"),
     benchmark:
-        benchmark_file("figure_case_study")
+        benchmark_file("figure_case_study", "case_study")
     conda:
         ENV
     shell:

@@ -63,7 +63,7 @@ rule voxel_table:
     log:
         log_file("tables", "voxels"),
     benchmark:
-        benchmark_file("voxel_table")
+        benchmark_file("voxel_table", "voxels")
     conda:
         ENV
     shell:
@@ -81,7 +81,7 @@ rule voxel_table_roi:
     log:
         log_file("tables", "voxels-roi"),
     benchmark:
-        benchmark_file("voxel_table_roi")
+        benchmark_file("voxel_table_roi", "voxels-roi")
     conda:
         ENV
     shell:

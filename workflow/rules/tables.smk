@@ -29,7 +29,7 @@ rule table_roi:
     log:
         log_file("tables", "roi"),
     benchmark:
-        benchmark_file("table_roi")
+        benchmark_file("table_roi", "roi")
     conda:
         ENV
     shell:
@@ -56,7 +56,7 @@ rule table_methods:
     log:
         log_file("tables", "methods"),
     benchmark:
-        benchmark_file("table_methods")
+        benchmark_file("table_methods", "methods")
     conda:
         ENV
     shell:
@@ -82,7 +82,7 @@ rule table_lambda:
     log:
         log_file("tables", "lambda"),
     benchmark:
-        benchmark_file("table_lambda")
+        benchmark_file("table_lambda", "lambda")
     conda:
         ENV
     shell:
@@ -108,7 +108,7 @@ rule claims:
     log:
         log_file("tables", "claims"),
     benchmark:
-        benchmark_file("claims")
+        benchmark_file("claims", "claims")
     conda:
         ENV
     shell:
