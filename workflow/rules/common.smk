@@ -91,6 +91,11 @@ def nsd_manifest(group="{subject}"):
     return f"{NSD_DIR}/manifest/{group}.tsv"
 
 
+def nsd_subject_files(subject="{subject}"):
+    """One subject's betas, validity masks and ROI files for the configured sessions and families."""
+    return [nsd_path(k) for k in layout.subject_keys(NSD, subject, families())]
+
+
 def nsd_captions():
     """The caption files the fetch puts beside the bucket's keys (docs/fetch.md)."""
     return [nsd_path(f"{layout.CAPTIONS_DIR}/{k}") for k in layout.caption_keys()]
@@ -236,10 +241,6 @@ def model_input(ref):
 
 def families():
     return bcfg.family_files(config)
-
-
-def subject_files(wildcards):
-    return [nsd_path(k) for k in layout.subject_keys(NSD, layout.subject_number(wildcards.subject), families())]
 
 
 # nsd: keys that only a subject's files depend on (which betas, masks and voxels): the shared files do not.

@@ -6,7 +6,7 @@ rule extract:
     input:
         design=nsd_path(layout.EXPDESIGN),
         stim_info=nsd_path(layout.STIM_INFO),
-        subject=lambda w: [nsd_path(k) for k in layout.subject_keys(NSD, check_subject(w.subject), families())],
+        subject=lambda w: nsd_subject_files(check_subject(w.subject)),
     output:
         voxels=voxel_file(),
         validity=validity_file(),

@@ -48,7 +48,7 @@ rule fetch_subject:
         source=source_input,
         configured=configured_subject,
     output:
-        [nsd_path(k) for k in layout.subject_keys(NSD, "{subject}", families())],
+        nsd_subject_files(),
         manifest=nsd_manifest(),
     params:
         nsd=lambda w: nsd_job_json(w.subject),
