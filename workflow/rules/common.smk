@@ -58,15 +58,9 @@ WILDCARD_PATTERNS["run"] = f"{IMAGE_FED}|{_RUN_PATTERN}"
 WILDCARD_PATTERNS["images"] = f"{SHARED_IMAGES}|{WILDCARD_PATTERNS['subject']}"
 
 
+# Every rule's wildcards, the grammar above and nothing else.
 wildcard_constraints:
-    subject=WILDCARD_PATTERNS["subject"],
-    region=bcfg.wildcard_pattern("region"),
-    trainset=bcfg.wildcard_pattern("trainset"),
-    objective=bcfg.wildcard_pattern("objective"),
-    seed=WILDCARD_PATTERNS["seed"],
-    name=bcfg.wildcard_pattern("name"),
-    run=WILDCARD_PATTERNS["run"],
-    images=WILDCARD_PATTERNS["images"],
+    **WILDCARD_PATTERNS,
 
 
 def run_dir(trainset, region, objective, seed):
