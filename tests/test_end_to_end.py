@@ -59,7 +59,7 @@ def test_all_regions_beat_every_single_family_on_cider(tables):
 def test_one_meteor_jvm_scored_every_run(micro_workflow):
     service_log = (micro_workflow / "logs" / "meteor-service.log").read_text()
     assert service_log.count("started a METEOR JVM") == 1, service_log
-    score_logs = sorted((micro_workflow / "results" / "metrics").rglob("*.log"))
+    score_logs = sorted((micro_workflow / "logs" / "score").rglob("*.log"))
     assert len(score_logs) >= 2
     for log in score_logs:
         assert "METEOR: scored by the run's shared JVM" in log.read_text(), log

@@ -71,6 +71,32 @@ def test_dry_run_builds_the_whole_dag(tmp_path, demo):
     assert ("demo_clip" in jobs) == demo and ("demo_captioner" in jobs) == demo
 
 
+def job_fields(stdout: str, field: str) -> dict[tuple[str, str], str]:
+    """(rule, first output) -> the value of ``field`` (log, benchmark) of every job a dry run schedules."""
+    found = {}
+    for block in re.split(r"^(?=(?:local)?rule \w+:$)", stdout, flags=re.M):
+        head = re.match(r"(?:local)?rule (\w+):$", block, flags=re.M)
+        output = re.search(r"^    output: ([^,\n]+)", block, flags=re.M)
+        value = re.search(rf"^    {field}: (.+)$", block, flags=re.M)
+        if head and head.group(1) != "all":
+            found[(head.group(1), output.group(1) if output else "")] = value.group(1) if value else None
+    return found
+
+
+def test_every_job_logs_and_benchmarks_under_logs_in_a_file_of_its_own(tmp_path):
+    out = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "demo" / "config.yaml"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    logs, benchmarks = job_fields(out.stdout, "log"), job_fields(out.stdout, "benchmark")
+    assert len(logs) > 100
+    for (rule, output), log in logs.items():
+        assert log is not None and log.startswith("logs/") and log.endswith(".log"), (rule, output, log)
+        benchmark = benchmarks[(rule, output)]
+        assert benchmark is not None and benchmark.startswith(f"logs/benchmarks/{rule}/"), (rule, output, benchmark)
+    # two jobs writing one log or one benchmark file would overwrite each other's
+    assert len(set(logs.values())) == len(logs)
+    assert len(set(benchmarks.values())) == len(benchmarks)
+
+
 def test_a_config_typo_stops_snakemake_with_the_key_path(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epocs: 3\n")

@@ -1,6 +1,5 @@
-# Analyses of the paper's section 5.3: region importance (Fig. 4) and embedding visualisation (Fig. 6, Table 3).
-# Settings: config analysis: (docs/analysis.md). Uses TS, TSUBJ, TSEED, ROI_OBJECTIVE (evaluate.smk), embedding_cache
-# (common.smk).
+# Analyses (brainot.analysis) of the paper's section 5.3: region importance (Fig. 4) and embedding visualisation
+# (Fig. 6, Table 3). Settings: config analysis: (docs/analysis.md).
 
 from brainot.analysis import embedding_viz as analysis_viz
 from brainot.analysis import importance as analysis_importance
@@ -11,9 +10,7 @@ analysis_viz.check_config(config)
 
 ANALYSIS = config["analysis"]
 ANALYSIS_CATEGORY = "Analyses"
-# The encoders analysed are Table 2's: its training set and objective, the tables' subject and first seed.
-# ANALYSED_RUN.format(region) is one encoder's run directory.
-ANALYSED_RUN = run_dir(TS["roi"]["trainset"], "{}", ROI_OBJECTIVE, TSEED)
+# The encoders analysed are Table 2's (roi_table_run), on the tables' subject.
 IMPORTANCE_REGION = ANALYSIS["importance"]["region"]
 VIZ_REGIONS = list(dict.fromkeys(r for regions in ANALYSIS["viz"]["groupings"].values() for r in regions))
 
@@ -21,23 +18,25 @@ VIZ_REGIONS = list(dict.fromkeys(r for regions in ANALYSIS["viz"]["groupings"].v
 rule importance:
     """Fig. 4: per ROI family (and 'other'), gradient perturbation and voxel weighting of one encoder's inputs."""
     input:
-        model=f"results/models/{ANALYSED_RUN.format(IMPORTANCE_REGION)}/model.pt",
-        voxels=f"results/voxels/{TSUBJ}.h5",
-        region=f"results/rois/{TSUBJ}/{IMPORTANCE_REGION}.npy",
-        labels=f"results/rois/{TSUBJ}.parquet",
+        model=model_file(roi_table_run(IMPORTANCE_REGION)),
+        voxels=voxel_file(TSUBJ),
+        region=region_index_file(TSUBJ, IMPORTANCE_REGION),
+        labels=roi_labels_file(TSUBJ),
         embeddings=embedding_cache(SHARED_IMAGES),   # the test images
     output:
-        csv=report("results/tables/importance.csv", caption="../report/importance.rst",
+        csv=report(table_file("importance"), caption="../report/importance.rst",
                    category=ANALYSIS_CATEGORY, subcategory="Fig. 4: region importance"),
-        parquet="results/tables/importance.parquet",
-        figure=report("results/figures/importance.png", caption="../report/importance.rst",
+        parquet=table_file("importance", "parquet"),
+        figure=report(figure_file("importance"), caption="../report/importance.rst",
                       category=ANALYSIS_CATEGORY, subcategory="Fig. 4: region importance"),
     params:
         cfg=lambda w: cfg_json("analysis", "importance"),
         families=list(config["rois"]["families"]),
         subject=TSUBJ,
     log:
-        "logs/analysis/importance.log",
+        log_file("analysis", "importance"),
+    benchmark:
+        benchmark_file("importance", "importance")
     conda:
         ENV
     shell:
@@ -50,28 +49,21 @@ rule importance:
 rule embedding_viz:
     """Fig. 6 and Table 3: PCA and UMAP of the encoders' pooled test predictions, silhouette and Davies-Bouldin."""
     input:
-        predictions=[f"results/predictions/{ANALYSED_RUN.format(r)}/{TSUBJ}.h5" for r in VIZ_REGIONS],
+        predictions=[prediction_file(roi_table_run(r), TSUBJ) for r in VIZ_REGIONS],
     output:
-        csv=report("results/tables/viz.csv", caption="../report/embedding_viz.rst",
+        csv=report(table_file("viz"), caption="../report/embedding_viz.rst",
                    category=ANALYSIS_CATEGORY, subcategory="Fig. 6 / Table 3: embedding visualisation"),
-        parquet="results/tables/viz.parquet",
-        figure=report("results/figures/embedding_viz.png", caption="../report/embedding_viz.rst",
+        parquet=table_file("viz", "parquet"),
+        figure=report(figure_file("embedding_viz"), caption="../report/embedding_viz.rst",
                       category=ANALYSIS_CATEGORY, subcategory="Fig. 6 / Table 3: embedding visualisation"),
     params:
         cfg=lambda w: cfg_json("analysis", "viz"),
     log:
-        "logs/analysis/embedding_viz.log",
+        log_file("analysis", "embedding_viz"),
+    benchmark:
+        benchmark_file("embedding_viz", "embedding_viz")
     conda:
         ENV
     shell:
         "python -m brainot.analysis.embedding_viz --cfg {params.cfg:q} --predictions {input.predictions:q} "
         "--out {output.csv:q} --figure {output.figure:q} > {log:q} 2>&1"
-
-
-# Outputs rule all asks for.
-ANALYSIS_TARGETS = [
-    "results/tables/importance.csv",
-    "results/figures/importance.png",
-    "results/tables/viz.csv",
-    "results/figures/embedding_viz.png",
-]

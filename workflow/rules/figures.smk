@@ -1,5 +1,5 @@
-# The paper's figures (1, 3, 5, 7), marked for the HTML report (snakemake --report report.html).
-# Settings: config figures: (docs/figures.md). Uses TS, TSUBJ, TSEED, OT_DEFAULT, ROI_OBJECTIVE (evaluate.smk).
+# The paper's figures (1, 3, 5, 7; brainot.figures), marked for the HTML report (snakemake --report report.html).
+# Settings: config figures: (docs/figures.md).
 
 from brainot.figures import settings as figure_settings
 
@@ -11,11 +11,11 @@ FIG_CATEGORY = "Figures"
 
 # Fig. 1 compares Table 1's single-subject MSE and OT models; Fig. 7 shows Table 2's per-region models.
 FIG1_PREDICTIONS = {
-    objective: f"results/predictions/{run_dir(TS['methods']['s1'], TS['methods']['region'], objective, TSEED)}/{TSUBJ}.h5"
+    objective: prediction_file(run_dir(TS["methods"]["s1"], TS["methods"]["region"], objective, TSEED), TSUBJ)
     for objective in ("mse", OT_DEFAULT)
 }
 FIG7_CAPTIONS = [
-    f"results/captions/{run_dir(TS['roi']['trainset'], region, ROI_OBJECTIVE, TSEED)}/{TSUBJ}.json"
+    caption_file(roi_table_run(region), TSUBJ)
     for region in FIGS["case_study"]["regions"]
 ]
 
@@ -27,15 +27,17 @@ rule figure_correlation:
         ot=FIG1_PREDICTIONS[OT_DEFAULT],
         embeddings=embedding_cache(SHARED_IMAGES),   # the test images
     output:
-        png=report("results/figures/correlation.png", caption="../report/correlation.rst",
+        png=report(figure_file("correlation"), caption="../report/correlation.rst",
                    category=FIG_CATEGORY, subcategory="Fig. 1: correlation"),
-        csv=report("results/tables/correlation.csv", caption="../report/correlation_table.rst",
+        csv=report(table_file("correlation"), caption="../report/correlation_table.rst",
                    category=FIG_CATEGORY, subcategory="Fig. 1: correlation"),
     params:
         cfg=lambda w: cfg_json("figures", "correlation"),
         ot=OT_DEFAULT,
     log:
-        "logs/figures/correlation.log",
+        log_file("figures", "correlation"),
+    benchmark:
+        benchmark_file("figure_correlation", "correlation")
     conda:
         ENV
     shell:
@@ -47,18 +49,20 @@ rule figure_correlation:
 rule figure_roi_maps:
     """Fig. 3: each ROI family's areas over one subject's volume."""
     input:
-        labels="results/rois/{subject}.parquet",
+        labels=roi_labels_file(),
         configured=configured_subject,
         nsdgeneral=nsd_path(layout.roi("{subject}", "nsdgeneral", NSD["space"])),
     output:
-        report("results/figures/roi_maps_{subject}.png", caption="../report/roi_maps.rst",
+        report(figure_file("roi_maps_{subject}"), caption="../report/roi_maps.rst",
                category=FIG_CATEGORY, subcategory="Fig. 3: ROI maps", labels={"subject": "{subject}"}),
     params:
         # the families only: a region set drawn nowhere on the map is no reason to redraw it
         rois=lambda w: json.dumps({"families": config["rois"]["families"]}, separators=(",", ":")),
         cfg=lambda w: cfg_json("figures", "roi_maps"),
     log:
-        "logs/figures/roi_maps_{subject}.log",
+        log_file("figures", "roi_maps_{subject}"),
+    benchmark:
+        benchmark_file("figure_roi_maps", "{subject}")
     conda:
         ENV
     shell:
@@ -69,14 +73,16 @@ rule figure_roi_maps:
 rule figure_lambda:
     """Fig. 5: metrics against the mass ratio lambda, one line per region set."""
     input:
-        "results/tables/lambda.csv",
+        table_file("lambda"),
     output:
-        report("results/figures/lambda.png", caption="../report/lambda.rst",
+        report(figure_file("lambda"), caption="../report/lambda.rst",
                category=FIG_CATEGORY, subcategory="Fig. 5: mass ratio"),
     params:
         cfg=lambda w: cfg_json("figures", "lambda"),
     log:
-        "logs/figures/lambda.log",
+        log_file("figures", "lambda"),
+    benchmark:
+        benchmark_file("figure_lambda", "lambda")
     conda:
         ENV
     shell:
@@ -86,34 +92,25 @@ rule figure_lambda:
 rule figure_case_study:
     """Fig. 7: test images, their ground truth and the captions of per-region models."""
     input:
-        voxels=f"results/voxels/{TSUBJ}.h5",
+        voxels=voxel_file(TSUBJ),
         stimuli=nsd_path(layout.STIMULI),
-        references=f"results/references/{TSUBJ}.json",
+        references=reference_file(TSUBJ),
         captions=FIG7_CAPTIONS,
     output:
-        png=report("results/figures/case_study.png", caption="../report/case_study.rst",
+        png=report(figure_file("case_study"), caption="../report/case_study.rst",
                    category=FIG_CATEGORY, subcategory="Fig. 7: case study"),
-        csv=report("results/tables/case_study.csv", caption="../report/case_study_table.rst",
+        csv=report(table_file("case_study"), caption="../report/case_study_table.rst",
                    category=FIG_CATEGORY, subcategory="Fig. 7: case study"),
     params:
         regions=FIGS["case_study"]["regions"],
         cfg=lambda w: cfg_json("figures", "case_study"),
     log:
-        "logs/figures/case_study.log",
+        log_file("figures", "case_study"),
+    benchmark:
+        benchmark_file("figure_case_study", "case_study")
     conda:
         ENV
     shell:
         "python -m brainot.figures case-study --voxels {input.voxels:q} --stimuli {input.stimuli:q} "
         "--references {input.references:q} --captions {input.captions:q} --regions {params.regions:q} "
         "--cfg {params.cfg:q} --out-png {output.png:q} --out-csv {output.csv:q} > {log:q} 2>&1"
-
-
-# Outputs rule all asks for.
-FIGURE_TARGETS = [
-    "results/figures/correlation.png",
-    "results/tables/correlation.csv",
-    *expand("results/figures/roi_maps_{subject}.png", subject=SUBJECTS),
-    "results/figures/lambda.png",
-    "results/figures/case_study.png",
-    "results/tables/case_study.csv",
-]

@@ -1,24 +1,25 @@
-# ROIs: per-voxel family/area labels, then one job per region set's column indices (adding a region set runs
-# only its own jobs; the other region files, and the encoders trained on them, stay untouched).
+# ROIs (brainot.data.rois): per-voxel family/area labels, then one job per region set's column indices (adding a
+# region set runs only its own jobs; the other region files, and the encoders trained on them, stay untouched), and
+# the voxel-count tables.
 
 
 rule roi_labels:
     """Family/area labels of every voxel column, and per-family voxel counts (depend on rois.families only)."""
     input:
-        voxels="results/voxels/{subject}.h5",
+        voxels=voxel_file(),
         configured=configured_subject,
         volumes=[nsd_path(layout.roi("{subject}", f, NSD["space"])) for f in ["nsdgeneral"] + families()],
         ctabs=[nsd_path(layout.ctab("{subject}", f)) for f in families()],
     output:
-        labels="results/rois/{subject}.parquet",
-        families="results/rois/{subject}.families.csv",
+        labels=roi_labels_file(),
+        families=roi_families_file(),
     params:
         families=lambda w: cfg_json("rois", "families"),
         nsd=lambda w: nsd_job_json(w.subject),
     log:
-        "logs/rois/{subject}.log",
+        log_file("rois", "{subject}"),
     benchmark:
-        "benchmarks/rois/{subject}.tsv"
+        benchmark_file("roi_labels", "{subject}")
     conda:
         ENV
     shell:
@@ -32,16 +33,16 @@ rule roi_region:
     input:
         labels=region_labels_input,
     output:
-        npy="results/rois/{subject}/{region}.npy",
-        counts="results/rois/{subject}/{region}.counts.csv",
+        npy=region_index_file(),
+        counts=region_counts_file(),
     params:
         families=lambda w: cfg_json("rois", "families"),
         # This region's terms only: another region set's definition is no input of this one.
         terms=lambda w: json.dumps(config["rois"]["regions"][w.region]),
     log:
-        "logs/rois/{subject}/{region}.log",
+        log_file("rois", "{subject}/{region}"),
     benchmark:
-        "benchmarks/rois/{subject}/{region}.tsv"
+        benchmark_file("roi_region", "{subject}/{region}")
     conda:
         ENV
     shell:
@@ -53,16 +54,16 @@ rule roi_region:
 rule voxel_table:
     """Table 2's 'valid voxels' column, n/total per region set and subject."""
     input:
-        expand("results/rois/{subject}/{region}.counts.csv", subject=SUBJECTS, region=REGIONS),
+        expand(region_counts_file(), subject=SUBJECTS, region=REGIONS),
     output:
-        csv=report("results/tables/voxels.csv", caption="../report/voxels_table.rst", category="Tables",
+        csv=report(table_file("voxels"), caption="../report/voxels_table.rst", category="Tables",
                    subcategory="Voxels per region set"),
     params:
         regions=lambda w: json.dumps(REGIONS, separators=(",", ":")),
     log:
-        "logs/tables/voxels.log",
+        log_file("tables", "voxels"),
     benchmark:
-        "benchmarks/tables/voxels.tsv"
+        benchmark_file("voxel_table", "voxels")
     conda:
         ENV
     shell:
@@ -72,16 +73,15 @@ rule voxel_table:
 rule voxel_table_roi:
     """The voxel counts Table 2 prints: its subject and region sets only, so that Table 2 needs no other subject."""
     input:
-        # TS, TSUBJ: evaluate.smk, read when the DAG is built
-        lambda w: expand("results/rois/{subject}/{region}.counts.csv", subject=TSUBJ, region=TS["roi"]["regions"]),
+        expand(region_counts_file(), subject=TSUBJ, region=TS["roi"]["regions"]),
     output:
-        "results/tables/voxels-roi.csv",
+        table_file("voxels-roi"),
     params:
         regions=lambda w: json.dumps(TS["roi"]["regions"], separators=(",", ":")),
     log:
-        "logs/tables/voxels-roi.log",
+        log_file("tables", "voxels-roi"),
     benchmark:
-        "benchmarks/tables/voxels-roi.tsv"
+        benchmark_file("voxel_table_roi", "voxels-roi")
     conda:
         ENV
     shell:

@@ -1,4 +1,5 @@
-# Training the fMRI encoder per (training set, region set, objective, seed), and predicting test tokens.
+# Training (brainot.train) the fMRI encoder per (training set, region set, objective, seed), and predicting
+# (brainot.predict) the test tokens of one subject with it.
 
 # The train: keys a run reads. Passing only these (and the loss section without its default mass, which the
 # objective wildcard replaces; none for MSE) keeps a new training set or another default mass from rerunning every
@@ -9,13 +10,13 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay")
 rule train:
     """The fMRI encoder of one training set, region set, objective and seed; resumes from its checkpoint."""
     input:
-        voxels=lambda w: [f"results/voxels/{s}.h5" for s in trainset_subjects(w.trainset)],
-        regions=lambda w: [f"results/rois/{s}/{check_region(w.region)}.npy" for s in trainset_subjects(w.trainset)],
+        voxels=lambda w: [voxel_file(s) for s in trainset_subjects(w.trainset)],
+        regions=lambda w: [region_index_file(s, check_region(w.region)) for s in trainset_subjects(w.trainset)],
         embeddings=lambda w: embeddings_for(trainset_subjects(w.trainset)),
         objective=checked_objective,
     output:
-        model=f"results/models/{RUN}/model.pt",
-        config=f"results/models/{RUN}/config.json",
+        model=model_file(),
+        config=model_config_file(),
     params:
         encoder=lambda w: cfg_json("encoder"),
         train=lambda w: json.dumps({k: config["train"][k] for k in TRAIN_KEYS}, sort_keys=True, separators=(",", ":")),
@@ -25,9 +26,9 @@ rule train:
                                   separators=(",", ":")),
         out_dir=lambda w, output: os.path.dirname(output.model),
     log:
-        f"results/models/{RUN}/train.log",
+        log_file("train", RUN),
     benchmark:
-        f"benchmarks/train/{RUN}.tsv"
+        benchmark_file("train", RUN)
     # One CPU thread per job: the data live on the training device; on CPU (the demo) small models train
     # fastest one thread each with jobs in parallel. Raise with --set-threads train=N.
     threads: 1
@@ -44,13 +45,15 @@ rule train:
 rule predict:
     """The repeat-averaged test voxels of one subject -> predicted image tokens."""
     input:
-        model=f"results/models/{RUN}/model.pt",
-        voxels="results/voxels/{subject}.h5",
-        region="results/rois/{subject}/{region}.npy",
+        model=model_file(),
+        voxels=voxel_file(),
+        region=region_index_file(),
     output:
-        f"results/predictions/{RUN}/{{subject}}.h5",
+        prediction_file(),
     log:
-        f"results/predictions/{RUN}/{{subject}}.log",
+        log_file("predict", f"{RUN}/{{subject}}"),
+    benchmark:
+        benchmark_file("predict", f"{RUN}/{{subject}}")
     conda:
         ENV
     shell:
