@@ -1,13 +1,6 @@
 # Analyses (brainot.analysis) of the paper's section 5.3: region importance (Fig. 4) and embedding visualisation
 # (Fig. 6, Table 3). Settings: config analysis: (docs/analysis.md).
 
-from brainot.analysis import embedding_viz as analysis_viz
-from brainot.analysis import importance as analysis_importance
-
-# Region sets named in analysis: must exist in rois.regions (the schema cannot say so).
-analysis_importance.check_config(config)
-analysis_viz.check_config(config)
-
 ANALYSIS = config["analysis"]
 ANALYSIS_CATEGORY = "Analyses"
 # The encoders analysed are Table 2's (roi_table_run), on the tables' subject.

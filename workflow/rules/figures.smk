@@ -1,10 +1,6 @@
 # The paper's figures (1, 3, 5, 7; brainot.figures), marked for the HTML report (snakemake --report report.html).
 # Settings: config figures: (docs/figures.md).
 
-from brainot.figures import settings as figure_settings
-
-figure_settings.check(config)
-
 FIGS = config["figures"]
 FIG_CATEGORY = "Figures"
 
