@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainot.atomic import atomic_path
+
 N_BLEU = 4
 BLEU_STATS = ("bleu_testlen", "bleu_reflen", *(f"bleu_guess{k}" for k in range(1, N_BLEU + 1)),
               *(f"bleu_correct{k}" for k in range(1, N_BLEU + 1)))
@@ -115,7 +117,8 @@ def write(table: pd.DataFrame, path: str | Path, corpus: dict[str, float]) -> Pa
     meta[META_KEY] = json.dumps(corpus).encode()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(arrow.replace_schema_metadata(meta), path)
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
     return path
 
 
