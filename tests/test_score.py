@@ -338,7 +338,7 @@ def test_bad_cfg_and_image_files_exit_with_their_names(tmp_path, capsys):
     base = ["--candidates", str(cands), "--references", str(refs)]
     cases = [(["--cfg", "[1]"], r"--cfg: got list; expected a JSON object"),
              (["--voxels", str(tmp_path / "v.h5"), "--stimuli", str(tmp_path / "s.hdf5")],
-              r"v.h5: cannot read .*expected a voxels HDF5")]
+              r"v.h5: no such file; expected a voxels file from brainot.data.extract")]
     for extra, expected in cases:
         with pytest.raises(SystemExit):
             score.main(base + extra)
