@@ -342,9 +342,10 @@ def bench_train(sizes: Sizes, cfg: dict, settings: dict, device: torch.device, b
 def bench_caption(sizes: Sizes, cfg: dict, device: torch.device, seed: int) -> Iterator[dict]:
     """Section 5: batched against one-image-at-a-time greedy captioning (:func:`brainot.caption.shikra.generate`)."""
     from brainot.caption import shikra
+    from brainot.devices import half_dtype
     from benchmarks.models import random_captioner
 
-    _, dtype = shikra.pick_device(str(device))
+    dtype = half_dtype(torch.device(device))
     prompt = cfg["caption"]["prompt"]
     t0 = time.perf_counter()
     captioner = random_captioner(sizes.llm, sizes.caption_dim, prompt, device, dtype, seed)
@@ -381,9 +382,9 @@ def bench_embed(sizes: Sizes, cfg: dict, device: torch.device, seed: int) -> Ite
     """Section 6: image tokens (``embedding.layer``, ``drop_cls``) of a CLIP vision tower, per batch."""
     from benchmarks.models import random_clip_vision
     from brainot.embed import hidden_tokens
-    from brainot.caption.shikra import pick_device
+    from brainot.devices import half_dtype
 
-    _, dtype = pick_device(str(device))  # bf16 on CUDA, float32 on CPU, as captioning
+    dtype = half_dtype(torch.device(device))  # bf16 on CUDA, float32 on CPU, as captioning
     model = random_clip_vision(sizes.clip, device, dtype, seed)
     gen = torch.Generator().manual_seed(seed)
     image = sizes.clip["image"]

@@ -61,6 +61,7 @@ def write_inputs(root: Path, spec: dict, seed: int = 0) -> dict[str, Path]:
     split = rng.permutation(n_img)
     train_ids, test_ids = np.sort(ids[split[:spec["train"]]]), np.sort(ids[split[spec["train"]:]])
     with h5py.File(paths["voxels"], "w") as fh:
+        fh.attrs["subject"] = "subj01"   # the voxels contract: extract stores the subject (brainot.io.read_subject)
         for name, nsd_id in (("train", train_ids), ("test", test_ids)):
             ds = fh.create_dataset(f"{name}/voxels", shape=(len(nsd_id), REPEATS, spec["voxels"]), dtype=np.float32)
             for start in range(0, len(nsd_id), BLOCK):

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -109,6 +110,7 @@ def build_simulated_subj01(root: Path, synthetic: dict, clip: dict) -> dict[str,
     ``{region}.npy``) and ``embeddings``. Progress bars go to stderr: callers redirect it.
     """
     from brainot import embed
+    from brainot import io as bio
     from brainot_demo import clip as demo_clip
     from brainot.data import extract
     from brainot.data import layout
@@ -127,7 +129,8 @@ def build_simulated_subj01(root: Path, synthetic: dict, clip: dict) -> dict[str,
     demo_clip.build(src / layout.STIMULI, src / layout.STIM_INFO,
                     [src / layout.CAPTIONS_DIR / k for k in layout.caption_keys()], {**cfg["demo"]["clip"], **clip},
                     root / "clip")
-    embed.embed(src / layout.STIMULI, embed.image_ids([files["voxels"]]), files["embeddings"], str(root / "clip"),
+    ids = np.union1d(*(bio.read_split(files["voxels"], split)[1] for split in bio.SPLITS))
+    embed.embed(src / layout.STIMULI, ids, files["embeddings"], str(root / "clip"),
                 layer=-2, drop_cls=True, device="cpu")
     return files
 

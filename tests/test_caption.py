@@ -23,12 +23,17 @@ import pandas as pd
 import pytest
 import torch
 
+from brainot import io as bio
 from brainot.caption import generate as caption
 
 from brainot_demo import captioner as demo_captioner
 
 from brainot.caption import shikra
 from brainot import config as bcfg
+
+# The attributes brainot.predict stores with its tokens (the captioner reads only the tokens and ids).
+PREDICTION_ATTRS = {"subject": "subj01", "region": "all", "objective": "ot0.5", "model": "model.pt",
+                    "embedding": "demo-clip"}
 
 PLACES = ("beach", "kitchen", "forest", "street")
 TEMPLATES = ("a photo of a {}", "a view of the {}", "there is a {} here", "a quiet {} scene", "an image of a {}")
@@ -154,9 +159,7 @@ def test_predicted_tokens_drive_the_captions(trained, data, captioner_cfg, tmp_p
     tokens = data["patterns"][wanted] + 0.5 * rng.normal(size=(N_SHARED, T, D))
     order = np.arange(data["n_train"], data["n_train"] + N_SHARED)[::-1]   # any test order is kept as given
     path = tmp_path / "pred.h5"
-    with h5py.File(path, "w") as fh:
-        fh["tokens"] = tokens.astype(np.float32)
-        fh["nsd_id"] = order
+    bio.write_predictions(path, tokens, order, **PREDICTION_ATTRS)
     captions, table, _ = run_caption(trained, data, captioner_cfg[1], tmp_path, "--tokens", str(path))
     assert table["nsd_id"].tolist() == order.tolist()
     hits = [named_place(captions[str(i)]) == PLACES[w] for i, w in enumerate(wanted)]
@@ -328,17 +331,15 @@ def test_bad_inputs_name_the_file_and_key(trained, data, captioner_cfg, tmp_path
     bad = tmp_path / "pred.h5"
     with h5py.File(bad, "w") as fh:
         fh["nsd_id"] = np.arange(3)
-    with pytest.raises(KeyError, match="pred.h5: no dataset 'tokens'"):
-        caption.read_predictions(bad)
-    with h5py.File(bad, "w") as fh:
-        fh["tokens"] = np.zeros((3, T, D + 1), dtype=np.float32)
-        fh["nsd_id"] = np.arange(3)
+    with pytest.raises(bio.DataError, match="pred.h5: missing dataset 'tokens'; expected a predictions file"):
+        bio.read_predictions(bad)
+    bio.write_predictions(bad, np.zeros((3, T, D + 1)), np.arange(3), **PREDICTION_ATTRS)
     with pytest.raises(shikra.ShikraFormatError, match=f"width {D + 1}"):
         run_caption(trained, data, captioner_cfg[1], tmp_path, "--tokens", str(bad))
     voxels = tmp_path / "vox.h5"
     with h5py.File(voxels, "w") as fh:
         fh["test/nsd_id"] = np.array([5, 10_000])
-    with pytest.raises(ValueError, match="demo-clip.h5: nsd_id 10000 is not in the embeddings"):
+    with pytest.raises(bio.DataError, match="demo-clip.h5: nsd_id 10000 is not in the embeddings"):
         caption.read_image_fed(data["embeddings"], voxels)
     with pytest.raises(SystemExit):
         caption.main(["--cfg", "{}", "--tokens", str(bad), "--image-embeddings", str(data["embeddings"]),

@@ -10,6 +10,8 @@ import threading
 import zipfile
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from brainot.data import coco
@@ -147,3 +149,16 @@ def test_cli_extracts_into_the_nsd_directory(tmp_path, sim_cfg):
     nsd["coco_annotations"]["md5"] = "1" * 32
     (coco.archive_dir(nsd) / ".source.json").unlink()
     assert coco.main(["--nsd", json.dumps(nsd)]) == 1
+
+
+def test_shared1000_is_read_one_way_whatever_the_cell_type(tmp_path):
+    for cells in ([True, False, True], ["True", "False", "True"], [1, 0, 1], ["true", "false", "TRUE"]):
+        path = tmp_path / "stim.csv"
+        pd.DataFrame({"nsdId": range(3), "shared1000": cells}).to_csv(path)
+        table = pd.read_csv(path, index_col=0)
+        np.testing.assert_array_equal(coco.shared1000(table, path), [True, False, True])
+    bad = pd.DataFrame({"nsdId": range(2), "shared1000": ["yes", "no"]})
+    with pytest.raises(coco.CaptionError, match=r"stim.csv: shared1000 is 'yes' in row 0; expected True or False"):
+        coco.shared1000(bad, tmp_path / "stim.csv")
+    with pytest.raises(coco.CaptionError, match=r"stim.csv: no column 'shared1000'"):
+        coco.shared1000(bad.drop(columns="shared1000"), tmp_path / "stim.csv")

@@ -31,14 +31,6 @@ from brainot.data import layout
 PATCH = 8  # 32 px simulated images -> 16 patch tokens
 
 
-def write_voxel_ids(path: Path, train: list[int], test: list[int]) -> Path:
-    """The part of a voxels file (docs/contracts.md) the cache reads: train/nsd_id and test/nsd_id."""
-    with h5py.File(path, "w") as fh:
-        fh["train/nsd_id"] = np.asarray(train, dtype=np.int64)
-        fh["test/nsd_id"] = np.asarray(test, dtype=np.int64)
-    return path
-
-
 @pytest.fixture(scope="module")
 def stimuli(simulated_nsd) -> Path:
     return simulated_nsd / layout.STIMULI
@@ -61,13 +53,11 @@ def clip_dir(tmp_path_factory, simulated_nsd, stimuli) -> Path:
 
 
 @pytest.fixture(scope="module")
-def voxel_files(tmp_path_factory, stimuli) -> list[Path]:
-    """Two subjects sharing test images and one training image, ids unsorted within each file."""
+def image_ids(stimuli) -> np.ndarray:
+    """A few images spread over the stimuli, the last one included, ascending and unique (as embed requires)."""
     with h5py.File(stimuli, "r") as fh:
         n = fh["imgBrick"].shape[0]
-    d = tmp_path_factory.mktemp("voxels")
-    return [write_voxel_ids(d / "subj01.h5", [n - 1, 7, 3, 40], [1, 0]),
-            write_voxel_ids(d / "subj02.h5", [40, 12, 9], [0, 1])]
+    return np.array([0, 1, 3, 7, 9, 12, 40, n - 1], dtype=np.int64)
 
 
 def reference_tokens(clip_dir: Path, stimuli: Path, ids: np.ndarray, layer: int) -> np.ndarray:
@@ -132,8 +122,8 @@ def test_cache_holds_each_image_once_in_nsd_id_order(tmp_path, clip_dir, simulat
     assert f"{len(expected_ids)} images x 16 tokens x 16" in capsys.readouterr().err
 
 
-def test_layer_and_drop_cls_select_the_hidden_state(tmp_path, clip_dir, stimuli, voxel_files):
-    ids = embed.image_ids(voxel_files)
+def test_layer_and_drop_cls_select_the_hidden_state(tmp_path, clip_dir, stimuli, image_ids):
+    ids = image_ids
 
     def tokens(layer, drop_cls):
         out = tmp_path / f"emb{layer}{drop_cls}.h5"
@@ -198,8 +188,8 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, clip_dir, stimuli, one_th
         np.testing.assert_array_equal(a["tokens"][:], b["tokens"][:])
 
 
-def test_a_part_from_other_settings_is_not_resumed(tmp_path, clip_dir, stimuli, voxel_files, capsys):
-    ids = embed.image_ids(voxel_files)
+def test_a_part_from_other_settings_is_not_resumed(tmp_path, clip_dir, stimuli, image_ids, capsys):
+    ids = image_ids
     out = tmp_path / "emb.h5"
     embed.embed(stimuli, ids, out, str(clip_dir), layer=-1, batch_size=4)
     # A finished cache of layer -1, presented as the partial output of a layer -2 run, every row marked done.
@@ -213,8 +203,8 @@ def test_a_part_from_other_settings_is_not_resumed(tmp_path, clip_dir, stimuli, 
                                    reference_tokens(clip_dir, stimuli, ids, -2)[:, 1:], rtol=2e-3, atol=2e-3)
 
 
-def test_a_torn_part_is_set_aside_and_remade(tmp_path, clip_dir, stimuli, voxel_files, capsys):
-    ids = embed.image_ids(voxel_files)
+def test_a_torn_part_is_set_aside_and_remade(tmp_path, clip_dir, stimuli, image_ids, capsys):
+    ids = image_ids
     out = tmp_path / "emb.h5"
     part = Path(f"{out}.part")
     part.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
@@ -234,12 +224,6 @@ def test_the_batch_size_is_required_from_the_cli_or_the_cfg(tmp_path, clip_dir, 
 
 
 def test_bad_inputs_are_named(tmp_path, clip_dir, stimuli):
-    ids_only_train = tmp_path / "subj01.h5"
-    with h5py.File(ids_only_train, "w") as fh:
-        fh["train/nsd_id"] = np.arange(3)
-    with pytest.raises(embed.EmbedError, match=r"subj01.h5: missing dataset 'test/nsd_id'"):
-        embed.image_ids([ids_only_train])
-
     not_stimuli = tmp_path / "stimuli.h5"
     with h5py.File(not_stimuli, "w") as fh:
         fh["imgBrick"] = np.zeros((4, 8, 8), dtype=np.uint8)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 
 import h5py
 import numpy as np
@@ -18,6 +19,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import davies_bouldin_score, silhouette_score
 
 from brainot import config as bcfg
+from brainot import io as bio
 from brainot.analysis import embedding_viz as viz
 
 N, T, D = 40, 4, 12   # test images per encoder, tokens, width
@@ -82,10 +84,9 @@ def write_predictions(directory, predictions: dict[str, np.ndarray], nsd_id=None
     paths = []
     for region, tokens in predictions.items():
         path = directory / f"{region}.h5"
-        with h5py.File(path, "w") as fh:
-            fh["tokens"] = tokens
-            fh["nsd_id"] = np.arange(len(tokens), dtype=np.int64) if nsd_id is None else nsd_id
-            fh.attrs["region"] = region
+        ids = np.arange(len(tokens), dtype=np.int64) if nsd_id is None else nsd_id
+        bio.write_predictions(path, tokens, ids, subject="subj01", region=region, objective="ot0.5",
+                              model=f"results/models/subj01/{region}/ot0.5/seed0/model.pt", embedding="clip")
         paths.append(str(path))
     return paths
 
@@ -135,7 +136,8 @@ def test_missing_or_mismatched_predictions_are_rejected(paper_predictions, tmp_p
         run_cli(cfg, [p for p in paths if not p.endswith("PFWB.h5")] + shifted, tmp_path / "x.csv")
     with h5py.File(paths[0], "a") as fh:
         del fh.attrs["region"]
-    with pytest.raises(viz.DataError, match=rf"{paths[0]}: missing attribute 'region'"):
+    with pytest.raises(bio.DataError, match=rf"{re.escape(paths[0])}: missing attribute 'region'; expected a file "
+                                            r"written by brainot\.predict .* rebuild it"):
         run_cli(cfg, paths, tmp_path / "x.csv")
     with pytest.raises(viz.VizError, match=r"analysis\.viz\.groupings\.one: \['V'\]; expected at least two"):
         viz.check_cfg({"groupings": {"one": ["V"]}, "pooling": "mean", "seed": 0})

@@ -246,7 +246,37 @@ def test_trials_per_session_must_divide_the_design(small_nsd, tmp_path):
         ex.extract(_nsd(root), 1, tmp_path / "o.h5", tmp_path / "o.tsv", progress=False)
 
 
-def test_interrupted_run_resumes(small_nsd, tmp_path, capsys):
+def test_interrupted_run_resumes(small_nsd, tmp_path, capsys, monkeypatch):
+    root = tmp_path / "nsd"
+    shutil.copytree(small_nsd["root"], root)
+    fresh = _read(_run(_nsd(root, "zero"), tmp_path / "fresh"))
+    read_session = ex.read_session
+
+    def crash_at_session_3(path, *args):
+        # the inputs stay as they are, as after a killed job: only the run stops at session 3
+        if path == _betas_path(root, 3):
+            raise OSError("killed")
+        return read_session(path, *args)
+
+    monkeypatch.setattr(ex, "read_session", crash_at_session_3)
+    out = tmp_path / "resumed" / "subj01.h5"
+    with pytest.raises(OSError, match="killed"):
+        ex.extract(_nsd(root, "zero"), 1, out, out.with_suffix(".tsv"), progress=False)
+    assert not out.exists() and out.with_name("subj01.h5.partial").exists()
+    monkeypatch.setattr(ex, "read_session", read_session)
+    capsys.readouterr()
+    ex.extract(_nsd(root, "zero"), 1, out, out.with_suffix(".tsv"), progress=False)
+    assert "resuming: sessions [1, 2] already written" in capsys.readouterr().out
+    resumed = _read(out)
+    for key in ("train/voxels", "test/voxels", "voxel_xyz", "valid_fraction", "train/nsd_id", "test/n_reps"):
+        assert np.array_equal(resumed[key], fresh[key])
+    assert not out.with_name("subj01.h5.partial").exists()
+    assert "fingerprint" not in resumed["attrs"]
+
+
+def test_a_partial_output_of_other_input_content_is_not_resumed(small_nsd, tmp_path, capsys):
+    """An input rewritten at the same size and mtime is another input (brainot.fingerprint hashes small
+    files): the partial output made from the damaged session file is not resumed once the file is repaired."""
     root = tmp_path / "nsd"
     shutil.copytree(small_nsd["root"], root)
     fresh = _read(_run(_nsd(root, "zero"), tmp_path / "fresh"))
@@ -258,17 +288,17 @@ def test_interrupted_run_resumes(small_nsd, tmp_path, capsys):
     out = tmp_path / "resumed" / "subj01.h5"
     with pytest.raises(ex.ExtractError, match=r"betas_session03\.hdf5: not a readable HDF5 file"):
         ex.extract(_nsd(root, "zero"), 1, out, out.with_suffix(".tsv"), progress=False)
-    assert not out.exists() and out.with_name("subj01.h5.partial").exists()
     path.write_bytes(good)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     capsys.readouterr()
     ex.extract(_nsd(root, "zero"), 1, out, out.with_suffix(".tsv"), progress=False)
-    assert "resuming: sessions [1, 2] already written" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "resuming" not in captured.out
+    assert "made from other settings or input files (inputs.betas 02.sha256:" in captured.err
+    assert "starting over" in captured.err
     resumed = _read(out)
-    for key in ("train/voxels", "test/voxels", "voxel_xyz", "valid_fraction", "train/nsd_id", "test/n_reps"):
+    for key in ("train/voxels", "test/voxels", "voxel_xyz", "valid_fraction"):
         assert np.array_equal(resumed[key], fresh[key])
-    assert not out.with_name("subj01.h5.partial").exists()
-    assert "fingerprint" not in resumed["attrs"]
 
 
 def test_a_torn_partial_output_is_set_aside_and_remade(small_nsd, tmp_path, capsys):

@@ -20,6 +20,7 @@ from brainot import config as bcfg
 from brainot.data import layout
 from brainot.tables import build as tables
 from brainot.config import REPO
+from brainot import io as bio
 from brainot.io import DataError
 from brainot.data.extract import nsdgeneral_voxels
 from brainot.figures import case_study, correlation, lambda_curves, roi_maps, settings
@@ -38,9 +39,8 @@ def write_embeddings(path, ids, tokens):
 
 
 def write_predictions(path, ids, tokens):
-    with h5py.File(path, "w") as fh:
-        fh["tokens"] = tokens.astype(np.float32)
-        fh["nsd_id"] = np.asarray(ids, dtype=np.int64)
+    bio.write_predictions(path, tokens, np.asarray(ids), subject="subj01", region="all", objective="ot0.5",
+                          model="model.pt", embedding="clip")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from brainot import config as bcfg
+from brainot import io as data
 from brainot.data import extract as ex
 from brainot.data import layout
 from brainot.data import rois as br
@@ -48,7 +49,7 @@ def _label(sim_cfg, root, subject, voxels, out, regions=REGIONS):
 def test_family_mapping_reads_each_familys_own_file(simulated_nsd, extracted, sim_cfg, tmp_path):
     paths = _label(sim_cfg, simulated_nsd, 1, extracted[1], tmp_path)
     labels = pd.read_parquet(paths["labels"])
-    xyz = br.read_voxel_xyz(extracted[1])
+    xyz = data.read_voxel_xyz(extracted[1])
     assert np.array_equal(labels[["x", "y", "z"]].to_numpy(), xyz)
     prf = _volume(simulated_nsd, 1, "prf-visualrois")[tuple(xyz.T)]
     faces = _volume(simulated_nsd, 1, "floc-faces")[tuple(xyz.T)]
@@ -84,7 +85,7 @@ def test_ctab_mismatch_names_file_and_label(simulated_nsd, extracted, sim_cfg, t
 
 def test_region_sets_are_unions_of_terms(simulated_nsd, extracted, sim_cfg, tmp_path):
     paths = _label(sim_cfg, simulated_nsd, 1, extracted[1], tmp_path)
-    xyz = br.read_voxel_xyz(extracted[1])
+    xyz = data.read_voxel_xyz(extracted[1])
     member = {f: _volume(simulated_nsd, 1, spec["file"])[tuple(xyz.T)]
               for f, spec in sim_cfg["rois"]["families"].items()}
     in_any = np.any([v >= 1 for v in member.values()], axis=0)
@@ -108,7 +109,7 @@ def test_region_sets_are_unions_of_terms(simulated_nsd, extracted, sim_cfg, tmp_
 def test_outside_and_dropped_voxels_are_counted(simulated_nsd, extracted, sim_cfg, tmp_path):
     paths = _label(sim_cfg, simulated_nsd, 2, extracted[2], tmp_path)
     general = _volume(simulated_nsd, 2, "nsdgeneral") == 1
-    xyz = br.read_voxel_xyz(extracted[2])
+    xyz = data.read_voxel_xyz(extracted[2])
     kept = np.zeros_like(general)
     kept[tuple(xyz.T)] = True
     assert kept.sum() < general.sum()  # drop removed some
@@ -164,7 +165,7 @@ def test_cli_and_voxel_table(simulated_nsd, extracted, sim_cfg, tmp_path, capsys
         index = np.load(tmp_path / row.subject / f"{row.region}.npy")
         assert row.n == len(index) and row.valid_voxels == f"{len(index)}/{row.total}"
     assert table.loc[table["region"] == "all", "n"].tolist() == \
-        [len(br.read_voxel_xyz(extracted[s])) for s in (1, 2)]
+        [len(data.read_voxel_xyz(extracted[s])) for s in (1, 2)]
     with pytest.raises(br.RoiError, match=r"regions .* differ from the configured \['all', 'V'\]"):
         br.voxel_table(counts, tmp_path / "x.csv", ["all", "V"])
 

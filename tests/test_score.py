@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
+from brainot import io as bio
 from brainot.data import layout
 
 from brainot.scoring import references
@@ -264,8 +265,8 @@ def test_mismatched_keys_are_reported_with_both_files(tmp_path):
     with pytest.raises(score.ScoreError, match=r"c.json and .*r.json must have the same keys: 1 reference key"):
         score.run(score.parse_args(["--candidates", str(cands), "--references", str(refs)]))
     bad = write_json(tmp_path / "bad.json", {"0": ["not", "a string"]})
-    with pytest.raises(score.ScoreError, match=r"bad.json: key '0' holds list; expected a caption string"):
-        score.read_candidates(bad)
+    with pytest.raises(bio.DataError, match=r"bad.json: key '0' holds list; expected a caption string"):
+        bio.read_captions(bad)
 
 
 def test_keys_are_ordered_numerically():
@@ -296,19 +297,19 @@ def test_references_follow_the_test_order(tmp_path, simulated_nsd):
 def test_references_reject_an_unordered_test_set(tmp_path):
     with h5py.File(tmp_path / "voxels.h5", "w") as fh:
         fh["test/nsd_id"] = np.array([5, 3], dtype=np.int64)
-    with pytest.raises(references.ReferencesError, match="voxels.h5: test/nsd_id is not strictly ascending"):
-        references.test_nsd_ids(tmp_path / "voxels.h5")
+    with pytest.raises(bio.DataError, match="voxels.h5: test/nsd_id is not strictly ascending"):
+        bio.test_nsd_ids(tmp_path / "voxels.h5")
 
 
 def test_a_repeated_key_is_an_error_naming_the_file_and_key(tmp_path):
     cands = tmp_path / "c.json"
     cands.write_text('{"0": "a dog", "1": "a cat", "0": "a bird"}')
-    with pytest.raises(score.ScoreError, match=r"c.json: key '0' appears more than once"):
-        score.read_candidates(cands)
+    with pytest.raises(bio.DataError, match=r"c.json: key '0' appears more than once"):
+        bio.read_captions(cands)
     refs = tmp_path / "r.json"
     refs.write_text('{"0": ["a dog"], "1": ["a cat"], "1": ["a bird"]}')
-    with pytest.raises(score.ScoreError, match=r"r.json: key '1' appears more than once"):
-        score.read_references(refs)
+    with pytest.raises(bio.DataError, match=r"r.json: key '1' appears more than once"):
+        bio.read_references(refs)
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -337,7 +338,7 @@ def test_bad_cfg_and_image_files_exit_with_their_names(tmp_path, capsys):
     base = ["--candidates", str(cands), "--references", str(refs)]
     cases = [(["--cfg", "[1]"], r"--cfg: got list; expected a JSON object"),
              (["--voxels", str(tmp_path / "v.h5"), "--stimuli", str(tmp_path / "s.hdf5")],
-              r"v.h5: cannot read .*expected a voxels HDF5")]
+              r"v.h5: no such file; expected a voxels file from brainot.data.extract")]
     for extra, expected in cases:
         with pytest.raises(SystemExit):
             score.main(base + extra)

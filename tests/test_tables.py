@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from brainot.io import DataError
 from brainot.tables import build as tables
 from brainot.config import REPO
 from brainot.scoring.metrics import METRICS
@@ -129,7 +130,8 @@ def test_lambda_table_is_region_major_over_masses(tmp_path):
 def test_a_metrics_file_without_a_metric_is_named(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"BLEU1": 1.0}))
-    with pytest.raises(tables.TableError, match=r"bad.json: missing metric 'BLEU2'"):
+    with pytest.raises(DataError, match=r"bad.json: missing metric 'BLEU2'; expected the output of "
+                                          r"python -m brainot.scoring.score"):
         tables.load_metrics(bad)
 
 

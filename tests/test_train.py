@@ -57,6 +57,7 @@ def write_inputs(root: Path, voxels: dict[str, int], n_train: int = 64, n_test: 
         vox_path = root / "voxels" / f"{subject}.h5"
         vox_path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(vox_path, "w") as fh:
+            fh.attrs["subject"] = subject
             for split, ids in (("train", train_ids), ("test", test_ids)):
                 trials = z[ids][:, None, :] @ to_voxels[None] + 0.5 * rng.standard_normal((len(ids), 3, n_vox))
                 reps = np.full(len(ids), all_reps) if all_reps else rng.integers(1, 4, len(ids))

@@ -94,6 +94,20 @@ def torch_save(obj, path: str | os.PathLike) -> None:
         torch.save(obj, fh)
 
 
+def hard_link(target: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Make ``path`` a hard link to ``target``, replacing ``path`` at once: the link is made under a temporary
+    name, then renamed over it. Raises ``OSError`` (leaving nothing behind) where hard links are unsupported."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
+    tmp.unlink(missing_ok=True)
+    os.link(target, tmp)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def set_aside(path: str | os.PathLike, why: str) -> Path:
     """Rename a damaged file to ``<name>.damaged`` (replacing an older one) and say so on stderr.
 

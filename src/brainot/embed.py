@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from brainot import io as data
+from brainot.io import tokens as token_cache
 from brainot import fingerprint as fp
 from brainot.atomic import publish, set_aside
 
@@ -43,18 +44,6 @@ STIMULI_KEY = "imgBrick"
 
 class EmbedError(ValueError):
     """Bad input or settings; the message names the file or config key and what was expected."""
-
-
-def image_ids(voxel_files: list[str | Path]) -> np.ndarray:
-    """Sorted unique 0-based nsd ids of the ``train`` and ``test`` images of the given voxel files."""
-    ids = []
-    for path in voxel_files:
-        with data.open_h5(path, data.VOXELS) as fh:
-            for key in ("train/nsd_id", "test/nsd_id"):
-                if key not in fh:
-                    raise EmbedError(f"{path}: missing dataset {key!r}; expected a voxels file (docs/contracts.md)")
-                ids.append(np.asarray(fh[key][:], dtype=np.int64))
-    return np.unique(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.int64)
 
 
 SHARED = "shared"
@@ -169,7 +158,7 @@ def _mismatch(part: Path, key: dict) -> str:
     ``part`` is set aside."""
     try:
         with h5py.File(part, "r") as fh:
-            if "done" not in fh or "tokens" not in fh:
+            if token_cache.DONE not in fh or "tokens" not in fh:
                 return "it has no done mask or no tokens"
             stored = fh.attrs.get("fingerprint")
     except (OSError, KeyError) as exc:  # an unreadable leftover (torn by a crash outside our control)
@@ -180,20 +169,6 @@ def _mismatch(part: Path, key: dict) -> str:
     except (TypeError, ValueError):
         stored = None
     return fp.changes(stored, key)
-
-
-def _create_part(part: Path, attrs: dict, ids: np.ndarray, shape: tuple) -> None:
-    with h5py.File(part, "w") as fh:
-        fh.attrs.update(attrs)
-        fh.create_dataset("nsd_id", data=ids)
-        fh.create_dataset("done", data=np.zeros(len(ids), dtype=bool))
-        # Space allocated up front and never written as fill: batch writes then change no HDF5 metadata,
-        # so a run killed at any moment leaves a readable file whose ``done`` rows are complete.
-        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-        space = h5py.h5s.create_simple(shape)
-        h5py.h5d.create(fh.id, b"tokens", h5py.h5t.py_create(np.dtype(np.float16)), space, dcpl=dcpl)
 
 
 def embed(stimuli: str | Path, ids: np.ndarray, out: str | Path, model_ref: str, layer: int = -2,
@@ -227,9 +202,9 @@ def embed(stimuli: str | Path, ids: np.ndarray, out: str | Path, model_ref: str,
             print(f"{part}: not resumed, starting over: {why}", file=sys.stderr)
             part.unlink(missing_ok=True)
         if not part.exists():
-            _create_part(part, attrs, ids, shape)
+            token_cache.create_part(part, attrs, ids, shape)
         with h5py.File(part, "r+") as fh:
-            done = fh["done"][:]
+            done = fh[token_cache.DONE][:]
             resumed = int(done.sum())
             batches = [slice(s, min(s + batch_size, len(ids))) for s in range(0, len(ids), batch_size)]
             todo = [b for b in batches if not done[b].all()]
@@ -250,11 +225,11 @@ def embed(stimuli: str | Path, ids: np.ndarray, out: str | Path, model_ref: str,
                         raise EmbedError(f"{model_ref}: tokens of shape {tuple(tokens.shape[1:])}, expected "
                                          f"{(T, D)}: the image processor's output size does not match the model")
                     fh["tokens"][rows] = tokens.float().cpu().numpy().astype(np.float16)
-                    fh["done"][rows] = True
+                    fh[token_cache.DONE][rows] = True
                     fh.flush()
                     bar.update(rows.stop - rows.start)
             bar.close()
-            del fh["done"]
+            del fh[token_cache.DONE]
     publish(part, out)
     seconds = time.perf_counter() - start
     return {"images": len(ids), "resumed": resumed, "embedded": len(ids) - resumed, "T": T, "D": D,

@@ -4,8 +4,8 @@
         --voxels results/voxels/subj01.h5 --region results/rois/subj01/all.npy --subject subj01 \\
         --out results/predictions/subj01/all/ot0.5/seed0/subj01.h5
 
-Output (HDF5): ``tokens`` (N_test, T, D) float32 and ``nsd_id`` (N_test,) int64, in the voxel file's test order
-(ascending nsd_id). The model is rebuilt from the ``config.json`` next to ``model.pt``.
+Output (HDF5, :func:`brainot.io.write_predictions`): ``tokens`` (N_test, T, D) float32 and ``nsd_id`` (N_test,)
+int64, in the voxel file's test order (ascending nsd_id), with the ``subject`` and ``region`` attributes. The model is rebuilt from the ``config.json`` next to ``model.pt``.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from brainot import atomic
-from brainot.io import DataError, average_repeats, n_voxels, read_region, read_split, region_of, subject_of
+from brainot.devices import pick_device
+from brainot.io import (DataError, average_repeats, n_voxels, read_region, read_split, read_subject, region_of,
+                        write_predictions)
 from brainot.model.encoder import BrainX, build_encoder
-from brainot.train import CONFIG, autocast, pick_device
+from brainot.train import CONFIG, autocast
 
 
 def load_model(model_path: str | Path, device: torch.device) -> tuple[BrainX, dict]:
@@ -65,13 +65,6 @@ def check_compatible(cfg: dict, subject: str, region_path: str | Path, n_columns
         raise DataError(f"{region_path}: {n_columns} voxel columns, but {model_path} expects {expected} for {subject}")
 
 
-def write_predictions(path: str | Path, tokens: np.ndarray, nsd_id: np.ndarray, attrs: dict) -> None:
-    with atomic.atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
-        fh.create_dataset("tokens", data=tokens.astype(np.float32))
-        fh.create_dataset("nsd_id", data=nsd_id.astype(np.int64))
-        fh.attrs.update(attrs)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m brainot.predict",
@@ -85,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="'auto' (cuda when available), 'cpu', 'cuda', ...")
     args = p.parse_args(argv)
 
-    if subject_of(args.voxels) != args.subject:
-        p.error(f"--voxels {args.voxels} is not the voxel file of --subject {args.subject}")
+    if read_subject(args.voxels) != args.subject:
+        p.error(f"--voxels {args.voxels} holds {read_subject(args.voxels)}, not --subject {args.subject}")
     t0 = time.perf_counter()
     device = pick_device(args.device)
     model, cfg = load_model(args.model, device)
@@ -94,9 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     check_compatible(cfg, args.subject, args.region, cols.size, args.model)
     voxels, nsd_id, n_reps = read_split(args.voxels, "test", cols)
     tokens = predict_tokens(model, average_repeats(voxels, n_reps), args.subject, args.batch_size, device)
-    write_predictions(args.out, tokens, nsd_id, {
-        "model": str(args.model), "subject": args.subject, "region": cfg["region"], "objective": cfg["objective"],
-        "embedding": cfg["embedding"]["name"]})
+    write_predictions(args.out, tokens, nsd_id, model=str(args.model), subject=args.subject, region=cfg["region"],
+                      objective=cfg["objective"], embedding=cfg["embedding"]["name"])
     print(f"predicted {tokens.shape[0]} test images of {args.subject} ({cols.size} voxels, region "
           f"{cfg['region']!r}) -> tokens {tokens.shape} in {time.perf_counter() - t0:.1f} s on {device}; "
           f"wrote {args.out}", file=sys.stderr)

@@ -37,7 +37,9 @@ from brainot import atomic
 from brainot import config as bcfg
 from brainot import fingerprint as fp
 from brainot.atomic import set_aside
-from brainot.io import SubjectData, embedding_name, embedding_shape, load_subject, region_of, subject_of
+from brainot.devices import pick_device
+from brainot.io import (SubjectData, embedding_name, embedding_shape, load_subject, read_subject, region_of,
+                        region_subject)
 from brainot.model.encoder import BrainX, build_encoder, count_parameters, model_spec
 from brainot.analysis.retrieval import top1
 
@@ -58,12 +60,6 @@ class NonFiniteLoss(FloatingPointError):
 
 
 # ---------------------------------------------------------------------------------------------- set-up
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -177,7 +173,8 @@ def run_fingerprint(args, cfg: dict) -> dict:
     """What a checkpoint depends on: the run's config and the identity of every input file."""
     inputs = {f"embeddings {i}": path for i, path in enumerate(args.embeddings)}
     for v, r in zip(args.voxels, args.regions):
-        inputs[f"voxels {subject_of(v)}"], inputs[f"regions {subject_of(v)}"] = v, r
+        subject = read_subject(v)
+        inputs[f"voxels {subject}"], inputs[f"regions {subject}"] = v, r
     return fp.make(cfg, inputs)
 
 
@@ -437,10 +434,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if len(args.voxels) != len(args.regions):
         p.error(f"--voxels has {len(args.voxels)} files but --regions {len(args.regions)}; one region file per subject")
-    subjects = [subject_of(v) for v in args.voxels]
-    for v, r in zip(args.voxels, args.regions):
-        if Path(r).parent.name != subject_of(v):
-            p.error(f"--regions {r} is not the region file of {v} (expected results/rois/{subject_of(v)}/<region>.npy)")
+    subjects = [read_subject(v) for v in args.voxels]
+    for v, r, subject in zip(args.voxels, args.regions, subjects):
+        if region_subject(r) != subject:
+            p.error(f"--regions {r} is not a region file of {v}, which holds {subject} "
+                    f"(expected results/rois/{subject}/<region>.npy)")
     if len(set(subjects)) != len(subjects):
         p.error(f"--voxels names a subject twice: {subjects}")
     if len({region_of(r) for r in args.regions}) != 1:

@@ -65,11 +65,9 @@ def build_tokenizer(texts: list[str]):
 def training_ids(stim_info: str | Path, nsd_ids: np.ndarray) -> np.ndarray:
     """The images of ``nsd_ids`` outside ``shared1000`` (the shared images are the test set)."""
     table = pd.read_csv(stim_info, index_col=0)
-    if "shared1000" not in table.columns:
-        raise KeyError(f"{stim_info}: no column 'shared1000'; expected NSD's stimulus table")
+    shared = coco.shared1000(table, stim_info)
     if nsd_ids.size and nsd_ids.max() >= len(table):
         raise ValueError(f"{stim_info}: nsd_id {int(nsd_ids.max())} is beyond the table's {len(table)} rows")
-    shared = table["shared1000"].astype(str).str.lower().isin(("true", "1")).to_numpy()
     return nsd_ids[~shared[nsd_ids]]
 
 

@@ -107,9 +107,10 @@ def build_model(cfg: dict, vocab_size: int, image_size: int):
 def training_ids(stim_info: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(training ids, held-out ids): the stimulus table's rows outside / inside ``shared1000``."""
     table = coco.read_stim_info(stim_info)
-    if "shared1000" not in table.columns:
-        raise DemoClipError(f"{stim_info}: missing column 'shared1000'; expected NSD's stimulus table")
-    shared = table["shared1000"].astype(bool).to_numpy()
+    try:
+        shared = coco.shared1000(table, stim_info)
+    except coco.CaptionError as exc:
+        raise DemoClipError(str(exc)) from None
     return np.flatnonzero(~shared).astype(np.int64), np.flatnonzero(shared).astype(np.int64)
 
 

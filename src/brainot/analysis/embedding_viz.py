@@ -41,7 +41,6 @@ import pandas as pd
 
 from brainot import io as data
 from brainot.config import ConfigError
-from brainot.io import DataError
 from brainot.tables.build import PAPER, with_paper_rows, write_numeric
 
 METHODS = ("PCA", "UMAP")
@@ -61,26 +60,12 @@ class VizError(ValueError):
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-def read_prediction(path: str | Path) -> tuple[str, np.ndarray, np.ndarray]:
-    """A predictions file (``brainot.predict``): region set (attribute ``region``), tokens (N, T, D), nsd_id (N,)."""
-    with data.open_h5(path, data.PREDICTIONS) as fh:
-        for key in ("tokens", "nsd_id"):
-            if key not in fh:
-                raise DataError(f"{path}: missing dataset {key!r}; expected a brainot.predict output")
-        if "region" not in fh.attrs:
-            raise DataError(f"{path}: missing attribute 'region' (the encoder's region set); expected a "
-                            "brainot.predict output")
-        tokens, nsd_id, region = fh["tokens"][()], fh["nsd_id"][()], str(fh.attrs["region"])
-    if tokens.ndim != 3 or nsd_id.shape != (tokens.shape[0],):
-        raise DataError(f"{path}: tokens {tokens.shape} and nsd_id {nsd_id.shape}; expected (N, T, D) and (N,)")
-    return region, tokens, nsd_id
-
-
 def predictions_by_region(paths: list[str | Path]) -> dict[str, np.ndarray]:
     """Region set -> its predicted tokens, checking that every file holds the same test images in the same order."""
     out, first = {}, None
     for path in paths:
-        region, tokens, nsd_id = read_prediction(path)
+        predictions = data.read_predictions(path)
+        region, tokens, nsd_id = predictions.region, predictions.tokens, predictions.nsd_id
         if region in out:
             raise VizError(f"{path}: a second predictions file of region set {region!r}")
         if first is None:

@@ -278,7 +278,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     from brainot.predict import check_compatible, load_model
-    from brainot.train import pick_device
+    from brainot.devices import pick_device
 
     args = parse_args(argv)
     cfg_gradient, cfg_loss = check_cfg(args.cfg)

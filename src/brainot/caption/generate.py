@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
@@ -34,25 +33,9 @@ from brainot.atomic import set_aside
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-def _dataset(fh: h5py.File, path: str | Path, key: str) -> h5py.Dataset:
-    if key not in fh:
-        raise KeyError(f"{path}: no dataset {key!r}")
-    return fh[key]
-
-
-def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``tokens`` (N, T, D) float32 and ``nsd_id`` (N,) int64 of a predictions file, in its (test) order."""
-    with data.open_h5(path, data.PREDICTIONS) as fh:
-        tokens, ids = _dataset(fh, path, "tokens"), _dataset(fh, path, "nsd_id")[:].astype(np.int64)
-        if tokens.ndim != 3 or tokens.shape[0] != ids.shape[0]:
-            raise ValueError(f"{path}: 'tokens' has shape {tokens.shape}, expected (N={ids.shape[0]}, T, D)")
-        return tokens[:].astype(np.float32), ids
-
-
 def read_image_fed(embeddings: str | Path | list[str | Path], voxels: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The true tokens (float32) of the test images of ``voxels`` (``test/nsd_id`` order) from the embeddings cache."""
-    with data.open_h5(voxels, data.VOXELS) as fh:
-        test_ids = _dataset(fh, voxels, "test/nsd_id")[:].astype(np.int64)
+    test_ids = data.test_nsd_ids(voxels)
     return data.read_tokens(embeddings, test_ids).astype(np.float32), test_ids
 
 
@@ -100,15 +83,6 @@ def read_partial(path: Path, key: dict) -> list[str]:
     return captions
 
 
-# ---------------------------------------------------------------------------------------------- output
-def write_outputs(captions: list[str], nsd_ids: np.ndarray, coco: np.ndarray, out_json: str | Path,
-                  out_parquet: str | Path) -> None:
-    atomic.write_text(out_json, json.dumps({str(i): c for i, c in enumerate(captions)}, indent=1))
-    with atomic.atomic_path(out_parquet) as tmp:
-        pd.DataFrame({"position": np.arange(len(captions)), "nsd_id": nsd_ids, "coco_id": coco,
-                      "caption": captions}).to_parquet(tmp, index=False)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m brainot.caption.generate",
@@ -137,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     if args.tokens:
-        tokens, nsd_ids = read_predictions(args.tokens)
+        predictions = data.read_predictions(args.tokens)
+        tokens, nsd_ids = predictions.tokens, predictions.nsd_id
         source = args.tokens
     else:
         tokens, nsd_ids = read_image_fed(args.image_embeddings, args.voxels)
@@ -162,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                                          cfg["batch_size"], cfg["postprocess"], progress=not args.no_progress, on_batch=save_batch,
                                          start=len(done))
     t2 = time.perf_counter()
-    write_outputs(captions, nsd_ids, coco, args.out_json, args.out_parquet)
+    data.write_captions(args.out_json, args.out_parquet, captions, nsd_ids, coco)
     partial.unlink()
     n_new = len(captions) - len(done)
     print(f"caption: {len(captions)} images from {source}, tokens {tokens.shape[1]}x{tokens.shape[2]}, "

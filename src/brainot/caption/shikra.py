@@ -34,6 +34,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from brainot.devices import half_dtype, pick_device
+
 log = logging.getLogger(__name__)
 
 # The text UMBRAE's inference.py builds around the prompt (Vicuna v1.1, the template Shikra was trained with),
@@ -251,16 +253,6 @@ def caption(captioner: Captioner, tokens: np.ndarray, prompt: str, max_new_token
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def pick_device(device: str = "auto") -> tuple[torch.device, torch.dtype]:
-    """CUDA in bf16 (fp16 where bf16 is unsupported) when present, else CPU in fp32 (deterministic)."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return dev, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return dev, torch.float32
-
-
 def _read_tensors(path: Path, keys: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Tensors from a ``.safetensors`` or a torch ``.bin`` file (all of them, or those in ``keys``)."""
     if path.suffix == ".safetensors":
@@ -357,7 +349,8 @@ def load(model_dir: str | Path, device: str = "auto") -> Captioner:
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json); caption.model must be a "
                                 "local Shikra-format directory (see docs/captioning.md)")
-    dev, dtype = pick_device(device)
+    dev = pick_device(device)
+    dtype = half_dtype(dev)
     model = LlamaForCausalLM.from_pretrained(model_dir, dtype=dtype)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(model_dir), model)
     projector, source = load_projector(model_dir, model.config.hidden_size)

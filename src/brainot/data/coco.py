@@ -24,6 +24,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from brainot.data import layout
@@ -49,6 +50,23 @@ def read_stim_info(path: str | Path) -> pd.DataFrame:
     if not (table["nsdId"].to_numpy() == range(len(table))).all():
         raise CaptionError(f"{path}: column 'nsdId' is not 0, 1, ..., {len(table) - 1} in row order")
     return table
+
+
+def shared1000(table: pd.DataFrame, path: str | Path) -> np.ndarray:
+    """The stimulus table's ``shared1000`` column as (N,) bool, row i = nsdId i: the images every subject saw
+    (the test set). pandas reads NSD's ``True``/``False`` as bool; text or 0/1 cells are read the same way, and
+    any other value is an error naming the file."""
+    if "shared1000" not in table.columns:
+        raise CaptionError(f"{path}: no column 'shared1000'; expected NSD's stimulus table")
+    column = table["shared1000"]
+    if column.dtype == bool:
+        return column.to_numpy()
+    text = column.astype(str).str.strip().str.lower()
+    known = text.isin(("true", "false", "1", "0"))
+    if not known.all():
+        first = int(np.flatnonzero(~known.to_numpy())[0])
+        raise CaptionError(f"{path}: shared1000 is {column.iloc[first]!r} in row {first}; expected True or False")
+    return text.isin(("true", "1")).to_numpy()
 
 
 def split_of(path: str | Path) -> str:

@@ -184,7 +184,12 @@ def check_stim_info(path: str | Path, subject: int, trials: np.ndarray, nsd_id: 
                           f"0-based trial {trials[i]}: expdesign says nsdId {nsd_id[i]}, {', '.join(columns)} "
                           f"say {listed[i] if listed[i] >= 0 else 'no image'}")
     if shared_ids is not None and "shared1000" in table.columns:
-        flags = table["shared1000"].to_numpy()[shared_ids]
-        if not np.all(flags.astype(bool)):
-            bad = shared_ids[~flags.astype(bool)][:5].tolist()
+        from brainot.data.coco import CaptionError, shared1000
+
+        try:
+            flags = shared1000(table, path)[shared_ids]
+        except CaptionError as exc:
+            raise DesignError(str(exc)) from None
+        if not np.all(flags):
+            bad = shared_ids[~flags][:5].tolist()
             raise DesignError(f"{path}: shared images {bad} (by the expdesign's sharedix) are not flagged shared1000")

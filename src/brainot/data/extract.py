@@ -11,8 +11,9 @@ Valid-voxel policies (``nsd.valid_policy``), from ``valid_sessionNN.nii.gz``:
 ``zero`` sets each voxel's invalid sessions to 0 after z-scoring; ``drop`` removes voxels invalid in any
 used session. Invalid counts per session go to the ``--validity`` TSV and stdout.
 
-The output is written to ``<out>.partial`` and renamed when complete; an interrupted run resumes from the
-sessions already written when it is started again with the same inputs.
+The output is written (through :mod:`brainot.io.voxels`) to ``<out>.partial`` and renamed when complete; an
+interrupted run resumes from the sessions already written when it is started again with the same inputs (same
+:mod:`brainot.fingerprint`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from brainot import atomic
+from brainot import fingerprint as fp
+from brainot.io import voxels as voxel_file
 from brainot.data import design as nsd_design
 from brainot.atomic import set_aside
 from brainot.data import layout
@@ -186,15 +189,16 @@ class Inputs:
         )
 
 
-def _fingerprint(nsd: dict, subject: int, inputs: Inputs) -> str:
-    """What the partial output depends on: a resumed run must match it exactly."""
-    files = [inputs.expdesign, inputs.nsdgeneral, *inputs.betas, *inputs.valid]
-    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+def _fingerprint(nsd: dict, subject: int, inputs: Inputs) -> dict:
+    """What the partial output depends on (:mod:`brainot.fingerprint`): a resumed run must match it exactly."""
     keys = {k: nsd[k] for k in ("sessions", "space", "beta_version", "valid_policy")}
-    return json.dumps({"subject": subject, "nsd": keys, "files": stats}, sort_keys=True)
+    files = {"expdesign": inputs.expdesign, "nsdgeneral": inputs.nsdgeneral,
+             **{f"betas {i:02d}": p for i, p in enumerate(inputs.betas)},
+             **{f"valid {i:02d}": p for i, p in enumerate(inputs.valid)}}
+    return fp.make({"subject": subject, "nsd": keys}, inputs=files)
 
 
-def _open_partial(path: Path, fingerprint: str) -> h5py.File | None:
+def _open_partial(path: Path, fingerprint: dict) -> h5py.File | None:
     """The partial file of an interrupted run with the same inputs, or None (a stale one is removed)."""
     if not path.exists():
         return None
@@ -207,23 +211,16 @@ def _open_partial(path: Path, fingerprint: str) -> h5py.File | None:
             f.close()  # torn by a crash of the machine, or not ours: keep it for inspection, start over
         set_aside(path, f"not a readable partial voxels file ({exc})")
         return None
-    if stored != fingerprint:
+    try:
+        stored = json.loads(stored) if stored is not None else None
+    except (TypeError, ValueError):
+        stored = None
+    why = fp.changes(stored, fingerprint)
+    if why:
         f.close()
-        print(f"{path}: made from other settings or input files; starting over", file=sys.stderr)
+        print(f"{path}: made from other settings or input files ({why}); starting over", file=sys.stderr)
         path.unlink()
         return None
-    return f
-
-
-def _create(path: Path, fingerprint: str, splits: dict, n_voxels: int) -> h5py.File:
-    f = h5py.File(path, "w")
-    f.attrs["fingerprint"] = fingerprint
-    f.attrs["sessions_done"] = json.dumps({})
-    for name, samples in splits.items():
-        group = f.create_group(name)
-        group.create_dataset("voxels", shape=(len(samples), nsd_design.MAX_REPEATS, n_voxels), dtype=np.float32)
-        group.create_dataset("nsd_id", data=samples.nsd_id.astype(np.int64))
-        group.create_dataset("n_reps", data=samples.n_reps.astype(np.int64))
     return f
 
 
@@ -231,7 +228,7 @@ def _write_session(f: h5py.File, splits: dict, z: np.ndarray, first_trial: int) 
     """Write the session's z-scored trials (T, V) into every (row, repeat slot) that uses them."""
     last_trial = first_trial + len(z)
     for name, samples in splits.items():
-        voxels = f[name]["voxels"]
+        voxels = voxel_file.split_voxels(f, name)
         for slot in range(samples.trials.shape[1]):
             trials = samples.trials[:, slot]
             rows = np.flatnonzero((trials >= first_trial) & (trials < last_trial))
@@ -288,7 +285,9 @@ def extract(nsd: dict, subject: int, out: str | Path, validity_out: str | Path, 
     fingerprint = _fingerprint(nsd, subject, inputs)
     f = _open_partial(partial, fingerprint)
     if f is None:
-        f = _create(partial, fingerprint, splits, len(voxel_xyz))
+        f = voxel_file.create(partial, json.dumps(fingerprint, sort_keys=True),
+                              {name: (sm.nsd_id, sm.n_reps) for name, sm in splits.items()}, len(voxel_xyz),
+                              nsd_design.MAX_REPEATS)
     done = json.loads(f.attrs["sessions_done"])
     if done:
         print(f"resuming: sessions {sorted(int(s) for s in done)} already written to {partial}")
@@ -305,19 +304,9 @@ def extract(nsd: dict, subject: int, out: str | Path, validity_out: str | Path, 
             f.attrs["sessions_done"] = json.dumps(done)
             f.flush()
 
-        for key, data in (("voxel_xyz", voxel_xyz.astype(np.int32)),
-                          ("valid_fraction", valid.mean(axis=0).astype(np.float32))):
-            if key in f:  # a resumed run that stopped after the last session
-                del f[key]
-            f.create_dataset(key, data=data)
-        f.attrs["subject"] = layout.subj(subject)
-        f.attrs["sessions"] = np.asarray(sessions, dtype=np.int64)
-        f.attrs["valid_policy"] = policy
-        f.attrs["zscore"] = "per-session"
-        f.attrs["trials_per_session"] = trials_per_session
-        f.attrs["beta_version"] = nsd["beta_version"]
-        f.attrs["space"] = nsd["space"]
-        del f.attrs["fingerprint"], f.attrs["sessions_done"]
+        voxel_file.finish(f, layout.subj(subject), voxel_xyz, valid.mean(axis=0), {
+            "sessions": np.asarray(sessions, dtype=np.int64), "valid_policy": policy, "zscore": "per-session",
+            "trials_per_session": trials_per_session, "beta_version": nsd["beta_version"], "space": nsd["space"]})
     finally:
         f.close()
 

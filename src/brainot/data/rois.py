@@ -164,28 +164,12 @@ def region_columns(labels: pd.DataFrame, regions: dict[str, list[str]], terms: d
     return out
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic.atomic_path(path, suffix=".npy") as tmp:
-        np.save(tmp, array)
-
-
 def _save_frame(frame: pd.DataFrame, path: Path) -> None:
     with atomic.atomic_path(path) as tmp:
         if path.suffix == ".parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
-
-
-def read_voxel_xyz(path: str | Path) -> np.ndarray:
-    """(V, 3) int ``voxel_xyz`` of a voxel file (contract in docs/contracts.md)."""
-    with data.open_h5(path, data.VOXELS) as f:
-        if "voxel_xyz" not in f:
-            raise RoiError(f"{path}: dataset 'voxel_xyz' missing (expected the extract stage's voxel file)")
-        xyz = f["voxel_xyz"][()]
-    if xyz.ndim != 2 or xyz.shape[1] != 3:
-        raise RoiError(f"{path}: voxel_xyz has shape {xyz.shape}, expected (V, 3)")
-    return xyz.astype(np.int64)
 
 
 def write_labels(families: dict, nsd: dict, subject: str, voxels: str | Path, out_labels: str | Path,
@@ -195,7 +179,7 @@ def write_labels(families: dict, nsd: dict, subject: str, voxels: str | Path, ou
     families: the ``rois.families`` config section (the labels depend on nothing else of ``rois``).
     """
     number = layout.subject_number(subject)
-    voxel_xyz = read_voxel_xyz(voxels)
+    voxel_xyz = data.read_voxel_xyz(voxels)
     labels, counts = voxel_labels({"families": families}, nsd, number, voxel_xyz, voxels)
     counts.insert(0, "subject", subject)
     for path, frame in ((Path(out_labels), labels), (Path(out_families), counts)):
@@ -219,9 +203,7 @@ def write_region(labels: pd.DataFrame, families: dict, subject: str, name: str, 
     if len(index) == 0:
         warnings.warn(f"{subject}: region {name!r} ({'+'.join(members)}) has 0 voxels; its index file is empty",
                       EmptyRegionWarning, stacklevel=2)
-    out_npy = Path(out_npy)
-    out_npy.parent.mkdir(parents=True, exist_ok=True)
-    _save_npy(out_npy, index)
+    data.write_region(out_npy, index)
     row = {"region": name, "subject": subject, "n": len(index), "total": len(labels), "terms": "+".join(members)}
     if out_counts is not None:
         _save_frame(pd.DataFrame([row]), Path(out_counts))

@@ -66,8 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def write_csv(table, path: str) -> None:
+    from brainot import atomic
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False)
+    with atomic.atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def run_correlation(args) -> str:

@@ -21,8 +21,7 @@ import pandas as pd
 
 from brainot.embed import STIMULI_KEY, open_stimuli
 from brainot.figures.plotting import plt, region_label
-from brainot.scoring.references import test_nsd_ids
-from brainot.scoring.score import read_candidates, read_references
+from brainot.io import read_captions, read_references, test_nsd_ids
 
 GROUND_TRUTH = "ground truth"
 WRAP = 80           # characters per caption line in the figure
@@ -60,7 +59,7 @@ def case_table(voxels: str | Path, references: str | Path, captions: list[str | 
     if len(refs) != len(ids):
         raise CaseStudyError(f"{references}: {len(refs)} test positions, but test/nsd_id of {voxels} has {len(ids)}")
     positions = test_positions(len(ids), n_images, indices)
-    candidates = [read_candidates(path) for path in captions]
+    candidates = [read_captions(path) for path in captions]
     rows = []
     for pos in positions:
         key = str(pos)

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
@@ -52,23 +51,15 @@ class Correlation:
 
 
 def read_prediction_ids(path: str | Path) -> np.ndarray:
-    """``nsd_id`` (N,) of a predictions file, checked against its ``tokens`` (N, T, D)."""
-    with data.open_h5(path, data.PREDICTIONS) as fh:
-        for key in ("tokens", "nsd_id"):
-            if key not in fh or not isinstance(fh[key], h5py.Dataset):
-                raise data.DataError(f"{path}: missing dataset {key!r}; expected a predictions file of rule predict")
-        tokens, ids = fh["tokens"], fh["nsd_id"][()]
-        if tokens.ndim != 3 or ids.shape != (tokens.shape[0],) or not np.issubdtype(ids.dtype, np.integer):
-            raise data.DataError(f"{path}: tokens {tokens.shape} and nsd_id {ids.shape} {ids.dtype}; expected "
-                                 "tokens (N, T, D) and nsd_id (N,) integers")
-        if tokens.shape[0] == 0:
-            raise data.DataError(f"{path}: tokens has no rows; expected the test images")
-    return ids.astype(np.int64)
+    """``nsd_id`` (N,) of a predictions file (:func:`brainot.io.prediction_ids`), which must hold test images."""
+    ids = data.prediction_ids(path)
+    if ids.size == 0:
+        raise data.DataError(f"{path}: tokens has no rows; expected the test images")
+    return ids
 
 
 def _prediction_rows(path: str | Path, start: int, stop: int) -> np.ndarray:
-    with data.open_h5(path, data.PREDICTIONS) as fh:
-        return fh["tokens"][start:stop].astype(np.float64)
+    return data.prediction_rows(path, start, stop).astype(np.float64)
 
 
 def _image_rows(embeddings: str | Path, ids: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -109,8 +100,7 @@ def correlation(predictions: str | Path, embeddings: str | Path, objective: str,
     k = min(n_images, len(ids))
     if k < 2:
         raise data.DataError(f"{predictions}: {len(ids)} test image(s); a correlation matrix needs at least 2")
-    with data.open_h5(predictions, data.PREDICTIONS) as fh:
-        pred_shape = fh["tokens"].shape[1:]
+    pred_shape = data.prediction_shape(predictions)[1:]
     img_shape = data.embedding_shape(embeddings)
     if tuple(pred_shape) != tuple(img_shape):
         raise data.DataError(f"{predictions}: predicted tokens are (T, D) = {tuple(pred_shape)} but {embeddings} "

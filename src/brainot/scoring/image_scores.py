@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainot.atomic import atomic_path
 from brainot.scoring import coco_internals
 
 N_BLEU = 4
@@ -110,7 +111,8 @@ def write(table: pd.DataFrame, path: str | Path, corpus: dict[str, float]) -> Pa
     meta[META_KEY] = json.dumps(corpus).encode()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(arrow.replace_schema_metadata(meta), path)
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
     return path
 
 

@@ -22,60 +22,14 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from brainot import io as data
 from brainot.scoring import image_scores
 from brainot.scoring import metrics as M
 
 
 class ScoreError(ValueError):
-    """An input file does not match its format; the message names the file, the key and what was expected."""
-
-
-def _reject_duplicates(path):
-    def pairs(items):
-        out = {}
-        for key, value in items:
-            if key in out:
-                raise ScoreError(f"{path}: key {key!r} appears more than once; expected each key once "
-                                 "(a JSON reader would silently keep only the last)")
-            out[key] = value
-        return out
-    return pairs
-
-
-def read_json(path: str | Path):
-    """A UTF-8 JSON file; :class:`ScoreError` naming the file when it is missing, not UTF-8, not JSON, or
-    repeats a key within an object."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh, object_pairs_hook=_reject_duplicates(path))
-    except OSError as exc:
-        raise ScoreError(f"{path}: cannot read ({exc.strerror or exc}); expected a JSON file") from None
-    except UnicodeDecodeError as exc:
-        raise ScoreError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); expected UTF-8 JSON") from None
-    except json.JSONDecodeError as exc:
-        raise ScoreError(f"{path}: not valid JSON ({exc})") from None
-
-
-def read_candidates(path: str | Path) -> dict[str, str]:
-    """BrainHub candidates ``{"0": "caption", ...}``."""
-    data = read_json(path)
-    if not isinstance(data, dict) or not data:
-        raise ScoreError(f"{path}: expected a non-empty object {{\"0\": \"caption\", ...}}")
-    for key, value in data.items():
-        if not isinstance(value, str):
-            raise ScoreError(f"{path}: key {key!r} holds {type(value).__name__}; expected a caption string")
-    return data
-
-
-def read_references(path: str | Path) -> dict[str, list[str]]:
-    """BrainHub references ``{"0": ["ref", ...], ...}``."""
-    data = read_json(path)
-    if not isinstance(data, dict) or not data:
-        raise ScoreError(f"{path}: expected a non-empty object {{\"0\": [\"reference\", ...], ...}}")
-    for key, value in data.items():
-        if not (isinstance(value, list) and value and all(isinstance(r, str) for r in value)):
-            raise ScoreError(f"{path}: key {key!r} must hold a non-empty list of caption strings")
-    return data
+    """The inputs do not fit together or a setting is malformed (a file that breaks its own contract raises
+    :class:`brainot.io.DataError`); the message names the file or setting and what was expected."""
 
 
 def ordered_keys(candidates: dict, references: dict, cand_path, ref_path) -> list[str]:
@@ -99,22 +53,12 @@ def nsd_test_images(voxels: str | Path, stimuli: str | Path, keys: list[str],
     BrainHub keys are test positions, so ``keys`` must be ``"0" .. "N-1"`` for the N test images. The files
     are checked now; the images are read as the batches are consumed.
     """
-    import h5py
-
     from brainot.embed import STIMULI_KEY, EmbedError, open_stimuli
 
-    try:
-        with h5py.File(voxels, "r") as fh:
-            if "test/nsd_id" not in fh:
-                raise ScoreError(f"{voxels}: no dataset 'test/nsd_id'; expected a voxels file of rule extract")
-            nsd_ids = fh["test/nsd_id"][()].astype(np.int64)
-    except OSError as exc:
-        raise ScoreError(f"{voxels}: cannot read ({exc}); expected a voxels HDF5 of rule extract") from None
+    nsd_ids = data.test_nsd_ids(voxels)
     if keys != [str(i) for i in range(len(nsd_ids))]:
         raise ScoreError(f"{voxels}: test/nsd_id has {len(nsd_ids)} images, so the caption keys must be "
                          f"'0'..'{len(nsd_ids) - 1}'; got {len(keys)} keys from {keys[0]!r} to {keys[-1]!r}")
-    if len(nsd_ids) > 1 and not (np.diff(nsd_ids) > 0).all():
-        raise ScoreError(f"{voxels}: test/nsd_id is not strictly ascending (the test order of docs/contracts.md)")
     try:
         with open_stimuli(stimuli) as fh:
             rows = len(fh[STIMULI_KEY])
@@ -260,12 +204,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _reject_duplicate_settings(items):
+    out = {}
+    for key, value in items:
+        if key in out:
+            raise ScoreError(f"--cfg: key {key!r} appears more than once; expected each key once "
+                             "(a JSON reader would silently keep only the last)")
+        out[key] = value
+    return out
+
+
 def read_cfg(text: str | None) -> dict:
     """``--cfg``: the config's score section as a JSON object."""
     if not text:
         return {}
     try:
-        cfg = json.loads(text, object_pairs_hook=_reject_duplicates("--cfg"))
+        cfg = json.loads(text, object_pairs_hook=_reject_duplicate_settings)
     except json.JSONDecodeError as exc:
         raise ScoreError(f"--cfg: not valid JSON ({exc}); expected the config's score section as a JSON object") from None
     if not isinstance(cfg, dict):
@@ -279,8 +233,8 @@ def run(args: argparse.Namespace) -> dict:
     cfg = read_cfg(args.cfg)
     clip_model = args.clip_model or cfg.get("clip_model")
     spice_jars = args.spice_jars or cfg.get("spice_jars")
-    cands = read_candidates(args.candidates)
-    refs = read_references(args.references)
+    cands = data.read_captions(args.candidates)
+    refs = data.read_references(args.references)
     keys = ordered_keys(cands, refs, args.candidates, args.references)
     if args.images:
         images = folder_images(args.images, keys, args.batch_size)
@@ -296,12 +250,10 @@ def run(args: argparse.Namespace) -> dict:
     result = score([cands[k] for k in keys], [refs[k] for k in keys], images, clip_model, spice_jars,
                    args.spice_cache, args.batch_size, device,
                    images_out=image_scores.path_for(args.out) if args.out else None)
-    text = json.dumps(result, indent=2)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        data.write_metrics(args.out, result)
     else:
-        print(text)
+        print(json.dumps(result, indent=2))
     summary = ", ".join(f"{k} {'n/a' if result[k] is None else result[k]}" for k in M.METRICS)
     print(f"scored {result['n']} captions in {time.perf_counter() - t0:.1f} s: {summary}", file=sys.stderr)
     for name, reason in result["unavailable"].items():
@@ -316,7 +268,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     try:
         return run(args)
-    except (ScoreError, M.MetricError) as exc:
+    except (ScoreError, data.DataError, M.MetricError) as exc:
         print(f"python -m brainot.scoring.score: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -28,7 +28,9 @@ from pathlib import Path
 import pandas as pd
 
 from brainot.data import layout
+from brainot.io import read_metrics
 from brainot.scoring.metrics import METRICS
+from brainot.tables.files import write_table
 
 THIS_RUN = "this run"
 PAPER = "paper (reported)"
@@ -116,22 +118,10 @@ def with_paper_rows(table: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_metrics(path: str | Path) -> dict:
-    """A metrics JSON of :mod:`brainot.scoring.score`: the ten metrics (None -> NaN), ``n`` and ``notes``."""
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TableError(f"{path}: cannot read a metrics JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise TableError(f"{path}: expected a JSON object of metrics")
-    row = {}
-    for name in METRICS:
-        if name not in data:
-            raise TableError(f"{path}: missing metric {name!r}; expected the output of python -m brainot.scoring.score")
-        value = data[name]
-        if value is not None and not isinstance(value, (int, float)):
-            raise TableError(f"{path}: metric {name!r} is {value!r}; expected a number or null")
-        row[name] = math.nan if value is None else float(value)
+    """A metrics JSON of :mod:`brainot.scoring.score` (:func:`brainot.io.read_metrics`) as a table row: the ten
+    metrics (None -> NaN), ``n`` and ``notes``."""
+    data = read_metrics(path)
+    row = {name: math.nan if data[name] is None else float(data[name]) for name in METRICS}
     row["n"] = data.get("n")
     row["notes"] = "; ".join(f"{k} n/a: {v}" for k, v in (data.get("unavailable") or {}).items())
     return row
@@ -214,30 +204,20 @@ def with_intervals(table: pd.DataFrame, images: list[list[str]], resamples: int 
 def write_numeric(table: pd.DataFrame, csv_path: str | Path, float_format: str) -> Path:
     """Write a table of plain numbers as ``csv_path`` (floats as ``float_format``) and its ``.parquet`` sibling;
     returns the parquet path. (The paper's metric tables, with their n/a cells, go through :func:`write`.)"""
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    parquet = csv_path.with_suffix(".parquet")
-    table.to_parquet(parquet, index=False)
-    table.to_csv(csv_path, index=False, float_format=float_format)
-    return parquet
+    return write_table(table, csv_path, float_format=float_format)
 
 
 def write(table: pd.DataFrame, csv_path: str | Path) -> Path:
     """Write ``csv_path`` and its ``.parquet`` sibling. CSV metric cells: 2 decimals, ``n/a`` for a metric
     this run lacks, empty for one the paper leaves empty."""
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    parquet = csv_path.with_suffix(".parquet")
     typed = table.copy()
     typed["n"] = typed["n"].astype("Int64")
-    typed.to_parquet(parquet, index=False)
     text = typed.copy()
     paper = text["source"] == PAPER if "source" in text else pd.Series(False, index=text.index)
     for name in [c for c in table.columns if c in METRICS or c in interval_columns()]:
         text[name] = [("" if is_paper else "n/a") if math.isnan(v) else f"{v:.2f}"
                       for v, is_paper in zip(table[name], paper)]
-    text.to_csv(csv_path, index=False)
-    return parquet
+    return write_table(typed, csv_path, text)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

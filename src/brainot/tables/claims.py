@@ -41,6 +41,7 @@ import pandas as pd
 
 from brainot.tables import bootstrap as B
 from brainot.scoring import image_scores as IS
+from brainot.tables.files import write_table
 
 # The metrics claims.csv tests (the per-image files hold every metric; SPICE only with its jars).
 CLAIM_METRICS = ("CIDEr", "METEOR", "ROUGE", "BLEU4", "BLEU1", "SPICE", "CLIP-S", "RefCLIP-S")
@@ -259,17 +260,12 @@ def claims_table(spec: dict) -> pd.DataFrame:
 
 def write(table: pd.DataFrame, csv_path: str | Path) -> Path:
     """claims.csv (numbers with 4 decimals; p with 5) and its ``.parquet`` sibling; returns the parquet path."""
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    parquet = csv_path.with_suffix(".parquet")
-    table.to_parquet(parquet, index=False)
     text = table.copy()
     for col in ("estimate", "lo", "hi"):
         text[col] = [f"{v:.4f}" for v in table[col]]
     text["interval_level"] = [f"{v:.4f}" for v in table["interval_level"]]
     text["p"] = [f"{v:.5f}" for v in table["p"]]
-    text.to_csv(csv_path, index=False)
-    return parquet
+    return write_table(table, csv_path, text)
 
 
 def main(argv=None) -> pd.DataFrame:

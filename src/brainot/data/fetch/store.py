@@ -24,7 +24,7 @@ import os
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-from brainot.atomic import atomic_open, publish
+from brainot.atomic import atomic_open, hard_link, publish
 from .sources import CHUNK
 
 MANIFEST_COLUMNS = ("key", "size", "md5", "source", "etag", "verified")
@@ -177,27 +177,19 @@ class Store:
         if not self.links_ok or (kept.exists() and os.path.samefile(dest, kept)):
             return
         kept.parent.mkdir(parents=True, exist_ok=True)
-        tmp = kept.with_name(kept.name + ".link")
-        tmp.unlink(missing_ok=True)
         try:
-            os.link(dest, tmp)
+            hard_link(dest, kept)
         except OSError:
             self.links_ok = False
-            return
-        os.replace(tmp, kept)
 
     def _link(self, kept: Path, dest: Path, move_if_unsupported: bool) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".link")
-        tmp.unlink(missing_ok=True)
         try:
-            os.link(kept, tmp)
+            hard_link(kept, dest)
         except OSError:
             if not move_if_unsupported:
                 raise
             self.links_ok = False
-            os.replace(kept, dest)
-        else:
-            os.replace(tmp, dest)
+            os.replace(kept, dest)   # a move, not a write: the kept copy becomes the destination
         # A restored file must look newer than the rule's inputs, or Snakemake would rerun the rule forever.
         os.utime(dest)
