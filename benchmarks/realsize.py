@@ -52,10 +52,12 @@ def sizes(fraction: float) -> dict:
 
 
 def write_inputs(root: Path, spec: dict, seed: int = 0) -> dict[str, Path]:
-    """The voxels file, a region set (.npy of columns) and the token cache, in the pipeline's formats."""
+    """The voxels file, a region set (brainot.io region file) and the token cache, in the pipeline's formats."""
+    from brainot import io as data
+
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    paths = {"voxels": root / "subj01.h5", "region": root / "V.npy", "embeddings": root / "tokens.h5"}
+    paths = {"voxels": root / "subj01.h5", "region": root / "V.h5", "embeddings": root / "tokens.h5"}
     n_img = spec["train"] + spec["test"]
     ids = np.sort(rng.choice(73000, n_img, replace=False)).astype(np.int64)
     split = rng.permutation(n_img)
@@ -69,7 +71,7 @@ def write_inputs(root: Path, spec: dict, seed: int = 0) -> dict[str, Path]:
                 ds[start:start + n] = rng.standard_normal((n, REPEATS, spec["voxels"]), dtype=np.float32)
             fh[f"{name}/nsd_id"] = nsd_id
             fh[f"{name}/n_reps"] = np.full(len(nsd_id), REPEATS, dtype=np.int64)
-    np.save(paths["region"], np.sort(rng.choice(spec["voxels"], REGION_V, replace=False)).astype(np.int64))
+    data.write_region(paths["region"], np.sort(rng.choice(spec["voxels"], REGION_V, replace=False)), "subj01", "V")
     with h5py.File(paths["embeddings"], "w") as fh:
         fh["nsd_id"] = ids
         ds = fh.create_dataset("tokens", shape=(n_img, spec["tokens"], spec["dim"]), dtype=np.float16)
@@ -85,7 +87,7 @@ def measure_step(step: str, root: Path) -> dict:
 
     from brainot import io as data
 
-    voxels, region, embeddings = root / "subj01.h5", root / "V.npy", root / "tokens.h5"
+    voxels, region, embeddings = root / "subj01.h5", root / "V.h5", root / "tokens.h5"
     start = time.perf_counter()
     if step == "region":
         cols = data.read_region(region, data.n_voxels(voxels))
@@ -95,8 +97,8 @@ def measure_step(step: str, root: Path) -> dict:
             ids = fh["train/nsd_id"][()]
         arrays = (data.read_tokens(embeddings, ids),)
     elif step == "load":
-        all_columns = root / "all.npy"
-        np.save(all_columns, np.arange(data.n_voxels(voxels), dtype=np.int64))
+        all_columns = root / "all.h5"
+        data.write_region(all_columns, np.arange(data.n_voxels(voxels)), "subj01", "all")
         subject = data.load_subject(voxels, all_columns, embeddings)
         arrays = (subject.train_voxels, subject.train_tokens, subject.test_voxels, subject.test_tokens)
     elif step == "baseline":

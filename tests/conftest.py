@@ -107,7 +107,7 @@ def build_simulated_subj01(root: Path, synthetic: dict, clip: dict) -> dict[str,
     sessions 1-6), extract, rois, the demo CLIP (``clip`` over demo/config.yaml's settings) and its embeddings.
 
     Returns the paths: ``voxels``, ``labels`` (the column labels parquet), ``regions`` (the directory of
-    ``{region}.npy``) and ``embeddings``. Progress bars go to stderr: callers redirect it.
+    ``{region}.h5``) and ``embeddings``. Progress bars go to stderr: callers redirect it.
     """
     from brainot import embed
     from brainot import io as bio
@@ -142,6 +142,6 @@ def train_mse_encoder(files: dict[str, Path], region: str, out_dir: Path, encode
 
     assert train.main(["--encoder", json.dumps(encoder), "--train", json.dumps(train_cfg), "--loss", "{}",
                        "--objective", "mse", "--seed", "0", "--voxels", str(files["voxels"]),
-                       "--regions", str(files["regions"] / f"{region}.npy"), "--embeddings", str(files["embeddings"]),
+                       "--regions", str(files["regions"] / f"{region}.h5"), "--embeddings", str(files["embeddings"]),
                        "--out-dir", str(out_dir), "--device", "cpu"]) == 0
     return out_dir / "model.pt"

@@ -16,7 +16,7 @@ def test_smoke_size_inputs_are_read_by_the_pipeline_and_measured(tmp_path, capsy
     spec = bench_realsize.sizes(0.002)
     assert (spec["train"], spec["test"]) == (18, 2)
     # the generated files are what brainot.io reads: real voxel count and token shape
-    subject = data.load_subject(tmp_path / "subj01.h5", tmp_path / "V.npy", tmp_path / "tokens.h5")
+    subject = data.load_subject(tmp_path / "subj01.h5", tmp_path / "V.h5", tmp_path / "tokens.h5")
     assert subject.train_voxels.shape == (18, 3, bench_realsize.REGION_V)
     assert subject.train_tokens.shape == (18, 256, 1024) and subject.train_tokens.dtype == np.float16
     assert subject.test_voxels.shape == (2, bench_realsize.REGION_V)

@@ -18,7 +18,6 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.metrics import davies_bouldin_score, silhouette_score
 
-from brainot import config as bcfg
 from brainot import io as bio
 from brainot.analysis import embedding_viz as viz
 
@@ -142,11 +141,3 @@ def test_missing_or_mismatched_predictions_are_rejected(paper_predictions, tmp_p
     with pytest.raises(viz.VizError, match=r"analysis\.viz\.groupings\.one: \['V'\]; expected at least two"):
         viz.check_cfg({"groupings": {"one": ["V"]}, "pooling": "mean", "seed": 0})
 
-
-def test_groupings_must_name_configured_region_sets(sim_cfg):
-    sim_cfg["rois"]["regions"].pop("PFWB", None)
-    with pytest.raises(bcfg.ConfigError, match=r"analysis\.viz\.groupings\.V-PFBW\[1\]: 'PFWB' is not a region set "
-                                               r"of rois\.regions"):
-        viz.check_config(sim_cfg)
-    sim_cfg["rois"]["regions"]["PFWB"] = ["P", "F", "W", "B"]
-    viz.check_config(sim_cfg)

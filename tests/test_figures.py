@@ -23,7 +23,7 @@ from brainot.config import REPO
 from brainot import io as bio
 from brainot.io import DataError
 from brainot.data.extract import nsdgeneral_voxels
-from brainot.figures import case_study, correlation, lambda_curves, roi_maps, settings
+from brainot.figures import case_study, correlation, lambda_curves, roi_maps
 from brainot.figures.__main__ import main as figures_main
 from brainot.scoring.metrics import METRICS
 from brainot.data.rois import voxel_labels
@@ -321,13 +321,6 @@ def test_case_study_figure_shows_each_stimulus_beside_its_captions(fig7_inputs, 
 
 
 # ------------------------------------------------------------------------------------------- config
-def test_case_study_regions_must_be_configured_region_sets(sim_cfg):
-    settings.check(sim_cfg)
-    sim_cfg["figures"]["case_study"]["regions"] = ["B", "Face"]
-    with pytest.raises(bcfg.ConfigError, match=r"figures.case_study.regions\[1\]: 'Face' is not a region set"):
-        settings.check(sim_cfg)
-
-
 def test_schema_fills_figure_defaults_and_rejects_unknown_metrics(sim_cfg):
     cfg = bcfg.validate({"rois": sim_cfg["rois"]})
     assert cfg["figures"]["correlation"] == {"n_images": 32, "pooling": "mean", "center": True}

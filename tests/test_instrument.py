@@ -75,14 +75,14 @@ def per_image_retrieval(pred: np.ndarray, target: np.ndarray) -> pd.DataFrame:
 def train_ot_encoder(files: dict, region: str, out_dir, mass: float):
     assert train.main(["--encoder", json.dumps(ENCODER), "--train", json.dumps(TRAIN),
                        "--loss", json.dumps(DEMO["loss"]), "--objective", bcfg.objective("ot", mass), "--seed", "0",
-                       "--voxels", str(files["voxels"]), "--regions", str(files["regions"] / f"{region}.npy"),
+                       "--voxels", str(files["voxels"]), "--regions", str(files["regions"] / f"{region}.h5"),
                        "--embeddings", str(files["embeddings"]), "--out-dir", str(out_dir), "--device", "cpu"]) == 0
     return out_dir / "model.pt"
 
 
 def scores_of(files: dict, region: str, model_path) -> pd.DataFrame:
     model, _ = load_model(model_path, torch.device("cpu"))
-    cols = bdata.read_region(files["regions"] / f"{region}.npy", bdata.n_voxels(files["voxels"]))
+    cols = bdata.read_region(files["regions"] / f"{region}.h5", bdata.n_voxels(files["voxels"]))
     vox, nsd_id, n_reps = bdata.read_split(files["voxels"], "test", cols)
     pred = predict_tokens(model, bdata.average_repeats(vox, n_reps), "subj01", 64, torch.device("cpu"))
     return per_image_retrieval(pred, bdata.read_tokens(files["embeddings"], nsd_id))
@@ -222,7 +222,7 @@ def test_voxels_carry_each_family_in_its_own_region_and_not_the_distractor(instr
     t = attributes(scene_table(PLANTED))
 
     def voxels(region):
-        cols = bdata.read_region(files["regions"] / f"{region}.npy", bdata.n_voxels(files["voxels"]))
+        cols = bdata.read_region(files["regions"] / f"{region}.h5", bdata.n_voxels(files["voxels"]))
         parts = [bdata.read_split(files["voxels"], split, cols) for split in ("train", "test")]
         x = np.concatenate([bdata.average_repeats(v, r) for v, _, r in parts])
         return x, np.concatenate([i for _, i, _ in parts])

@@ -104,14 +104,19 @@ def test_a_token_cache_of_the_wrong_shape_is_named(tmp_path):
         bio.read_tokens(path, np.array([0]))
 
 
-def test_region_sets_round_trip_and_take_their_names_from_the_path(tmp_path):
-    path = tmp_path / "rois" / "subj04" / "V+P.npy"
-    bio.write_region(path, np.array([1, 3, 4], dtype=np.int32))
+def test_region_sets_round_trip_with_their_subject_and_region_whatever_the_path(tmp_path):
+    path = tmp_path / "renamed.h5"
+    bio.write_region(path, np.array([1, 3, 4], dtype=np.int32), "subj04", "V+P")
     got = bio.read_region(path, n_vox=5)
     assert got.dtype == np.int64 and got.tolist() == [1, 3, 4]
     assert (bio.region_of(path), bio.region_subject(path)) == ("V+P", "subj04")
-    with pytest.raises(bio.DataError, match=rf"{re.escape(str(tmp_path))}.*missing\.npy: no such file"):
-        bio.read_region(tmp_path / "missing.npy", n_vox=5)
+    bare = tmp_path / "bare.h5"
+    with h5py.File(bare, "w") as fh:
+        fh["columns"] = np.array([1, 3], dtype=np.int64)
+    with pytest.raises(bio.DataError, match=rf"{re.escape(str(bare))}: missing attribute 'region'.*rebuild it"):
+        bio.region_of(bare)
+    with pytest.raises(bio.DataError, match=rf"{re.escape(str(tmp_path))}.*missing\.h5: no such file"):
+        bio.read_region(tmp_path / "missing.h5", n_vox=5)
 
 
 def test_captions_and_references_round_trip_and_wrong_shapes_are_named(tmp_path):

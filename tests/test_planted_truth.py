@@ -110,7 +110,7 @@ def planted(tmp_path_factory) -> dict:
         voxels, embeddings = files["voxels"], files["embeddings"]
         scores = {}
         for region in ("all",) + FAMILIES:
-            region_file = files["regions"] / f"{region}.npy"
+            region_file = files["regions"] / f"{region}.h5"
             out = root / "models" / region
             train_mse_encoder(files, region, out, ENCODER, TRAIN)
             model, _ = load_model(out / "model.pt", torch.device("cpu"))

@@ -65,9 +65,8 @@ def write_inputs(root: Path, voxels: dict[str, int], n_train: int = 64, n_test: 
                 fh[f"{split}/voxels"] = trials.astype(np.float32)
                 fh[f"{split}/nsd_id"] = ids.astype(np.int64)
                 fh[f"{split}/n_reps"] = reps.astype(np.int64)
-        region_path = root / "rois" / subject / f"{region}.npy"
-        region_path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(region_path, np.arange(0, n_vox, 1, dtype=np.int64))
+        region_path = root / "rois" / subject / f"{region}.h5"
+        bdata.write_region(region_path, np.arange(0, n_vox, 1, dtype=np.int64), subject, region)
         paths["voxels"].append(str(vox_path))
         paths["regions"].append(str(region_path))
     ids = np.array(sorted(used), dtype=np.int64)
@@ -134,8 +133,9 @@ def test_read_tokens_rejects_unsorted_ids(tmp_path):
     (np.array([1, 1]), "repeat"),
 ])
 def test_read_region_rejects_bad_columns(tmp_path, cols, message):
-    path = tmp_path / "V.npy"
-    np.save(path, cols)
+    path = tmp_path / "V.h5"
+    with h5py.File(path, "w") as fh:   # not through write_region, which would cast the bad dtypes away
+        fh["columns"] = cols
     with pytest.raises(bdata.DataError, match=message) as err:
         bdata.read_region(path, n_vox=7)
     assert str(path) in str(err.value)
@@ -469,8 +469,8 @@ def test_cross_subject_training_predicts_only_for_its_subjects(tmp_path):
     other = write_inputs(tmp_path / "other", {"subj07": 24})
     with pytest.raises(ValueError, match="trained on subj01, subj02, subj05, not subj07"):
         bpredict.main(argv + ["--voxels", other["voxels"][0], "--region", other["regions"][0], "--subject", "subj07"])
-    wrong_region = Path(paths["regions"][1]).with_name("V.npy")
-    np.save(wrong_region, np.arange(24))
+    wrong_region = Path(paths["regions"][1]).with_name("V.h5")
+    bdata.write_region(wrong_region, np.arange(24), "subj02", "V")
     with pytest.raises(ValueError, match="region set 'V'.*trained on 'all'"):
         bpredict.main(argv + ["--voxels", paths["voxels"][1], "--region", str(wrong_region), "--subject", "subj02"])
 

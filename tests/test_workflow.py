@@ -164,7 +164,7 @@ def test_a_target_fetches_and_embeds_only_its_subjects(tmp_path, target):
 
 
 @pytest.mark.parametrize("target, key", [
-    ("results/rois/subj01/P+W.npy", r"region set 'P\+W' is not in rois.regions"),
+    ("results/rois/subj01/P+W.h5", r"region set 'P\+W' is not in rois.regions"),
     ("results/models/pair/all/mse/seed0/model.pt", r"training set 'pair' is not in train.trainsets"),
     ("results/voxels/subj03.h5", r"subject 'subj03' is not in nsd.subjects .*add 3 to nsd.subjects"),
     ("results/embeddings/clip-vit-l14/subj03.h5", r"subject 'subj03' is not in nsd.subjects"),
@@ -218,7 +218,7 @@ def test_adding_a_region_set_runs_only_its_jobs(finished, micro_cfg):
     roi = micro_cfg["tables"]["roi"]
     jobs = after_edit(finished, {"rois": {"regions": {"P+W": ["P", "W"]}},
                                  "tables": {"roi": {"regions": [*roi["regions"], "P+W"]}}})
-    assert jobs == {("roi_region", "results/rois/subj01/P+W.npy"), ("roi_region", "results/rois/subj02/P+W.npy"),
+    assert jobs == {("roi_region", "results/rois/subj01/P+W.h5"), ("roi_region", "results/rois/subj02/P+W.h5"),
                     ("voxel_table", "results/tables/voxels.csv"), ("voxel_table_roi", "results/tables/voxels-roi.csv"),
                     *cell("subj01", "P+W", "ot0.5"), ("table_roi", "results/tables/roi.csv")}
 

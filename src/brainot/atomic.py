@@ -42,16 +42,15 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; when the block succeeds its file is fsynced and renamed to
-    ``path``, when it raises the temporary is removed. ``suffix`` keeps an extension some writers insist on
-    (``numpy.save`` appends ``.npy`` to a name without it).
+    ``path``, when it raises the temporary is removed.
 
     The temporary is hidden and carries the process id, so two writers of the same target do not share it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
         _fsync_file(tmp)

@@ -1,7 +1,7 @@
 """Predicting image tokens from a subject's repeat-averaged test voxels with a trained encoder.
 
     python -m brainot.predict --model results/models/subj01/all/ot0.5/seed0/model.pt \\
-        --voxels results/voxels/subj01.h5 --region results/rois/subj01/all.npy --subject subj01 \\
+        --voxels results/voxels/subj01.h5 --region results/rois/subj01/all.h5 --subject subj01 \\
         --out results/predictions/subj01/all/ot0.5/seed0/subj01.h5
 
 Output (HDF5, :func:`brainot.io.write_predictions`): ``tokens`` (N_test, T, D) float32 and ``nsd_id`` (N_test,)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Predict image tokens from a subject's repeat-averaged test voxels with a trained encoder.")
     p.add_argument("--model", required=True, help="results/models/{run}/model.pt (config.json next to it)")
     p.add_argument("--voxels", required=True, help="results/voxels/{subject}.h5")
-    p.add_argument("--region", required=True, help="results/rois/{subject}/{region}.npy, the model's region set")
+    p.add_argument("--region", required=True, help="results/rois/{subject}/{region}.h5, the model's region set")
     p.add_argument("--subject", required=True, help="subject name, e.g. subj01 (one the model was trained on)")
     p.add_argument("--out", required=True, help="output HDF5: tokens (N_test, T, D) float32, nsd_id (N_test,)")
     p.add_argument("--batch-size", type=int, default=64, help="test images per forward pass")

@@ -1,7 +1,7 @@
 """Training the fMRI encoder on one training set, region set, objective and seed.
 
     python -m brainot.train --encoder '{...}' --train '{...}' --loss '{...}' --objective ot0.5 --seed 0 \\
-        --voxels results/voxels/subj01.h5 --regions results/rois/subj01/all.npy \\
+        --voxels results/voxels/subj01.h5 --regions results/rois/subj01/all.h5 \\
         --embeddings results/embeddings/clip-vit-l14/shared.h5 results/embeddings/clip-vit-l14/subj01.h5 \\
         --out-dir results/models/subj01/all/ot0.5/seed0
 
@@ -422,7 +422,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--voxels", nargs="+", required=True,
                    help="results/voxels/{subject}.h5 of every subject of the training set")
     p.add_argument("--regions", nargs="+", required=True,
-                   help="results/rois/{subject}/{region}.npy, one per --voxels file, in the same order")
+                   help="results/rois/{subject}/{region}.h5, one per --voxels file, in the same order")
     p.add_argument("--embeddings", required=True, nargs="+",
                    help="image-token caches holding every train and test image of the --voxels files: "
                         "results/embeddings/{name}/shared.h5 and .../{subject}.h5 of each subject")
@@ -437,8 +437,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     subjects = [read_subject(v) for v in args.voxels]
     for v, r, subject in zip(args.voxels, args.regions, subjects):
         if region_subject(r) != subject:
-            p.error(f"--regions {r} is not a region file of {v}, which holds {subject} "
-                    f"(expected results/rois/{subject}/<region>.npy)")
+            p.error(f"--regions {r} holds a region set of {region_subject(r)}, but {v} holds {subject} "
+                    f"(expected results/rois/{subject}/<region>.h5)")
     if len(set(subjects)) != len(subjects):
         p.error(f"--voxels names a subject twice: {subjects}")
     if len({region_of(r) for r in args.regions}) != 1:

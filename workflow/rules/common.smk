@@ -132,7 +132,7 @@ def roi_families_file(subject="{subject}"):
 
 
 def region_index_file(subject="{subject}", region="{region}"):
-    return f"results/rois/{subject}/{region}.npy"
+    return f"results/rois/{subject}/{region}.h5"
 
 
 def region_counts_file(subject="{subject}", region="{region}"):

@@ -33,7 +33,7 @@ rule roi_region:
     input:
         labels=region_labels_input,
     output:
-        npy=region_index_file(),
+        index=region_index_file(),
         counts=region_counts_file(),
     params:
         families=lambda w: cfg_json("rois", "families"),
@@ -48,7 +48,7 @@ rule roi_region:
     shell:
         "python -m brainot.data.rois region --labels {input.labels:q} --families {params.families:q} "
         "--subject {wildcards.subject:q} --name {wildcards.region:q} --terms {params.terms:q} "
-        "--out {output.npy:q} --out-counts {output.counts:q} > {log:q} 2>&1"
+        "--out {output.index:q} --out-counts {output.counts:q} > {log:q} 2>&1"
 
 
 rule voxel_table:

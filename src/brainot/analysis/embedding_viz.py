@@ -40,7 +40,6 @@ import numpy as np
 import pandas as pd
 
 from brainot import io as data
-from brainot.config import ConfigError
 from brainot.tables.build import PAPER, with_paper_rows, write_numeric
 
 METHODS = ("PCA", "UMAP")
@@ -75,16 +74,6 @@ def predictions_by_region(paths: list[str | Path]) -> dict[str, np.ndarray]:
                            f"{first[0]}'s {first[2]}; expected predictions of one subject's test set")
         out[region] = tokens
     return out
-
-
-def check_config(config: dict) -> None:
-    """Every region set ``analysis.viz.groupings`` names must be one of ``rois.regions``."""
-    regions = config["rois"]["regions"]
-    for name, members in config["analysis"]["viz"]["groupings"].items():
-        for i, region in enumerate(members):
-            if region not in regions:
-                raise ConfigError(f"analysis.viz.groupings.{name}[{i}]: {region!r} is not a region set of "
-                                  f"rois.regions ({', '.join(regions)}); add it there (e.g. PFWB: [P, F, W, B])")
 
 
 def check_cfg(cfg: dict) -> dict:

@@ -2,7 +2,7 @@
 
     python -m brainot.analysis.importance --cfg '{"gradient": "saliency", "loss": "objective"}' \\
         --model results/models/subj01/all/ot0.5/seed0/model.pt --voxels results/voxels/subj01.h5 \\
-        --region results/rois/subj01/all.npy --labels results/rois/subj01.parquet \\
+        --region results/rois/subj01/all.h5 --labels results/rois/subj01.parquet \\
         --embeddings results/embeddings/clip-vit-l14/shared.h5 --subject subj01 --families V P F W B \\
         --out results/tables/importance.csv --figure results/figures/importance.png
 
@@ -43,13 +43,11 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import pandas as pd
 
-from brainot.config import ConfigError
 from brainot.io import DataError, average_repeats, n_voxels, read_region, read_split, read_tokens
 from brainot.data.rois import OTHER
 from brainot.tables.build import write_numeric
 
-# torch is imported inside the functions that compute: the workflow imports this module for check_config
-# when it parses the Snakefile, and torch would add seconds to every snakemake call.
+# torch is imported inside the functions that compute: reading the module (its --help, its constants) stays cheap.
 if TYPE_CHECKING:
     import torch
 
@@ -65,14 +63,6 @@ COLUMNS = ["method", "region", "n_voxels", "importance", "importance_normalised"
 
 class ImportanceError(ValueError):
     """The model, the labels or the voxels do not fit together; the message names the file and what was expected."""
-
-
-def check_config(config: dict) -> None:
-    """``analysis.importance.region`` must name a region set of ``rois.regions``."""
-    region, regions = config["analysis"]["importance"]["region"], config["rois"]["regions"]
-    if region not in regions:
-        raise ConfigError(f"analysis.importance.region: {region!r} is not a region set of rois.regions "
-                          f"({', '.join(regions)})")
 
 
 # ---------------------------------------------------------------------------------------------- regions
@@ -257,7 +247,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "mean first-layer weight norm (voxel weighting). Writes a CSV + Parquet table and a bar plot.")
     p.add_argument("--model", required=True, help="results/models/{run}/model.pt (config.json next to it)")
     p.add_argument("--voxels", required=True, help="results/voxels/{subject}.h5 (the test split is used)")
-    p.add_argument("--region", required=True, help="results/rois/{subject}/{region}.npy, the model's region set")
+    p.add_argument("--region", required=True, help="results/rois/{subject}/{region}.h5, the model's region set")
     p.add_argument("--labels", required=True, help="results/rois/{subject}.parquet, the voxel columns' ROI labels")
     p.add_argument("--embeddings", required=True, nargs="+",
                    help="caches holding the true tokens of the test images (results/embeddings/{name}/shared.h5)")

@@ -10,7 +10,7 @@ name, ``other`` or ``all``; it is saved as the sorted int64 column indices into 
 Outputs per subject (``labels``): ``{subject}.parquet`` (one row per column: x, y, z, each family's area or
 null, ``families`` and ``areas`` joined by ``+`` or ``other``) and ``{subject}.families.csv`` (per family and
 area: voxels among the columns, labelled voxels outside nsdgeneral, nsdgeneral voxels dropped by the validity
-policy); per subject and region set (``region``): ``{subject}/{region}.npy`` and ``{subject}/{region}.counts.csv``
+policy); per subject and region set (``region``): ``{subject}/{region}.h5`` and ``{subject}/{region}.counts.csv``
 (region, subject, n, total, terms). One job per region set: adding one writes only its own files. The default
 command writes all of them for one subject at once. ``table`` gathers counts into Table 2's "valid voxels"
 column, ``n/total``.
@@ -194,8 +194,8 @@ def write_labels(families: dict, nsd: dict, subject: str, voxels: str | Path, ou
 
 
 def write_region(labels: pd.DataFrame, families: dict, subject: str, name: str, members: list[str],
-                 out_npy: str | Path, out_counts: str | Path | None = None) -> dict:
-    """Write one region set's column indices (``{region}.npy``) and, if asked, its counts row (CSV: region,
+                 out_index: str | Path, out_counts: str | Path | None = None) -> dict:
+    """Write one region set's column indices (``{region}.h5``, :func:`brainot.io.write_region`) and, if asked, its counts row (CSV: region,
     subject, n, total, terms); return the row. Only this region's files are written, so adding a region set
     leaves the others' files (and everything built from them) untouched."""
     terms = bcfg.region_terms({"rois": {"families": families}})
@@ -203,7 +203,7 @@ def write_region(labels: pd.DataFrame, families: dict, subject: str, name: str, 
     if len(index) == 0:
         warnings.warn(f"{subject}: region {name!r} ({'+'.join(members)}) has 0 voxels; its index file is empty",
                       EmptyRegionWarning, stacklevel=2)
-    data.write_region(out_npy, index)
+    data.write_region(out_index, index, subject, name)
     row = {"region": name, "subject": subject, "n": len(index), "total": len(labels), "terms": "+".join(members)}
     if out_counts is not None:
         _save_frame(pd.DataFrame([row]), Path(out_counts))
@@ -217,7 +217,7 @@ def label_subject(rois: dict, nsd: dict, subject: str, voxels: str | Path, out_l
     workflow runs :func:`write_labels` and one :func:`write_region` job per region instead). Returns the counts."""
     bcfg.region_terms({"rois": rois})  # area names unique across families, before any file is written
     labels, _ = write_labels(rois["families"], nsd, subject, voxels, out_labels, out_families)
-    rows = [write_region(labels, rois["families"], subject, name, members, Path(out_dir) / f"{name}.npy")
+    rows = [write_region(labels, rois["families"], subject, name, members, Path(out_dir) / f"{name}.h5")
             for name, members in rois["regions"].items()]
     counts = pd.DataFrame(rows)
     _save_frame(counts, Path(out_counts))
@@ -262,7 +262,7 @@ def _label_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subject", required=True, help="subject name, e.g. subj01")
     parser.add_argument("--voxels", required=True, help="the subject's voxel file (reads voxel_xyz)")
     parser.add_argument("--out-labels", required=True, help="output parquet: one row per voxel column")
-    parser.add_argument("--out-dir", required=True, help="output directory of the {region}.npy index files")
+    parser.add_argument("--out-dir", required=True, help="output directory of the {region}.h5 index files")
     parser.add_argument("--out-counts", required=True, help="output CSV: region, subject, n, total, terms")
     parser.add_argument("--out-families", required=True,
                         help="output CSV: per family and area, voxels among the columns, outside nsdgeneral, "
@@ -301,7 +301,7 @@ def _region_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subject", required=True, help="subject name, e.g. subj01")
     parser.add_argument("--name", required=True, help="the region set's name (a key of rois.regions)")
     parser.add_argument("--terms", required=True, help="its terms as a JSON list (rois.regions.NAME)")
-    parser.add_argument("--out", required=True, help="output .npy of int64 column indices")
+    parser.add_argument("--out", required=True, help="output .h5 of int64 column indices (brainot.io.write_region)")
     parser.add_argument("--out-counts", required=True, help="output CSV row: region, subject, n, total, terms")
     return parser
 

@@ -8,6 +8,5 @@
 * ``case-study`` (Fig. 7): test images with their ground-truth caption and the captions of per-region models
   (:mod:`brainot.figures.case_study`).
 
-This package's ``__init__`` and :mod:`brainot.figures.settings` import no plotting library, so the Snakefile
-can check the ``figures:`` config section at parse time cheaply. See ``docs/figures.md``.
+See ``docs/figures.md``.
 """

@@ -3,7 +3,7 @@ one module per format, and every reader raises :class:`DataError` naming the fil
 expected.
 
 - :mod:`brainot.io.voxels`: the voxel matrix ``results/voxels/{subject}.h5``;
-- :mod:`brainot.io.regions`: region sets ``results/rois/{subject}/{region}.npy``;
+- :mod:`brainot.io.regions`: region sets ``results/rois/{subject}/{region}.h5``;
 - :mod:`brainot.io.tokens`: image-token caches ``results/embeddings/{name}/{images}.h5``;
 - :mod:`brainot.io.predictions`: predicted tokens ``results/predictions/{run}/{subject}.h5``;
 - :mod:`brainot.io.captions`: captions and references (BrainHub JSON) ``results/{captions/{run},references}/...``;
