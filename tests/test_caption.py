@@ -9,12 +9,9 @@ captioner that uses its image input must name the right place for held-out image
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -23,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
+from kill import kill_once
 from brainot import io as bio
 from brainot.caption import generate as caption
 
@@ -245,7 +243,6 @@ def test_interrupted_run_resumes_from_its_partial_file(trained, data, captioner_
 
 # One image per batch: 16 saved batches, so a kill on the first one lands with most of the run still to do.
 KILL_BATCH = 1
-KILL_TIMEOUT_S = 600
 
 
 def _caption_argv(model_dir, data, caption_cfg, tmp_path, name):
@@ -272,18 +269,7 @@ def _killed_after_one_batch(argv, partial: Path, out_json: Path) -> int:
     with open(log, "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "brainot.caption.generate", *argv],
                                 stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + KILL_TIMEOUT_S
-        while _saved_batches(partial) < 1:
-            if proc.poll() is not None:
-                pytest.fail(f"caption ended (exit {proc.returncode}) before its first saved batch: "
-                            f"{log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                pytest.fail(f"no saved batch after {KILL_TIMEOUT_S} s")
-            time.sleep(0.002)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
+        kill_once(proc, lambda: _saved_batches(partial) >= 1, "a saved batch", log)
     saved = _saved_batches(partial)
     if out_json.exists() or saved * KILL_BATCH >= N_SHARED:
         pytest.fail("the caption run finished before the kill landed; give it more batches")

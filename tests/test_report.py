@@ -7,7 +7,6 @@ Reads the session's ``micro_workflow`` run (tests/conftest.py); writes the repor
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 

@@ -8,12 +8,9 @@ Fill rows (repeats past ``n_reps``) hold NaN: if training or prediction ever rea
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -21,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from kill import kill_once
 from brainot import config as bcfg
 from brainot import io as bdata
 from brainot import predict as bpredict
@@ -297,25 +295,6 @@ def test_same_seed_same_weights_other_seed_different(tmp_path):
 # Long enough that a kill on the first checkpoint lands mid-run on any machine: the kill is sent within
 # milliseconds of the checkpoint's rename, and the remaining epochs take far longer.
 RESUME_RUN = {**TRAIN, "epochs": 20}
-KILL_TIMEOUT_S = 300
-
-
-def kill_once(proc: subprocess.Popen, appeared, what: str, log: Path) -> None:
-    """SIGKILL ``proc`` as soon as ``appeared()`` is true (polled every few milliseconds), as a scheduler or
-    the OOM killer would end a job: no handler, no cleanup. Fails if the process ends by itself first (it
-    finished before the kill could land: the test would prove nothing) or nothing appears in time."""
-    deadline = time.monotonic() + KILL_TIMEOUT_S
-    while not appeared():
-        if proc.poll() is not None:
-            pytest.fail(f"the process ended (exit {proc.returncode}) before {what} appeared: "
-                        f"{log.read_text()[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"no {what} after {KILL_TIMEOUT_S} s")
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,15 @@ from brainot import atomic
 from brainot.io.h5 import DataError
 
 
-def _reject_duplicates(path):
+def unique_keys(where, error: type[Exception] = DataError):
+    """A ``json`` ``object_pairs_hook`` that refuses a key repeated within an object (a JSON reader would
+    silently keep only the last): ``error`` names ``where`` (a file, or a command-line option) and the key."""
     def pairs(items):
         out = {}
         for key, value in items:
             if key in out:
-                raise DataError(f"{path}: key {key!r} appears more than once; expected each key once "
-                                "(a JSON reader would silently keep only the last)")
+                raise error(f"{where}: key {key!r} appears more than once; expected each key once "
+                            "(a JSON reader would silently keep only the last)")
             out[key] = value
         return out
     return pairs
@@ -39,7 +41,7 @@ def read_json(path: str | Path):
     repeats a key within an object."""
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh, object_pairs_hook=_reject_duplicates(path))
+            return json.load(fh, object_pairs_hook=unique_keys(path))
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc}); expected a JSON file") from None
     except UnicodeDecodeError as exc:

@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from brainot import io as data
+from brainot.io.captions import unique_keys
 from brainot.scoring import image_scores
 from brainot.scoring import metrics as M
 
@@ -204,22 +205,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _reject_duplicate_settings(items):
-    out = {}
-    for key, value in items:
-        if key in out:
-            raise ScoreError(f"--cfg: key {key!r} appears more than once; expected each key once "
-                             "(a JSON reader would silently keep only the last)")
-        out[key] = value
-    return out
-
-
 def read_cfg(text: str | None) -> dict:
     """``--cfg``: the config's score section as a JSON object."""
     if not text:
         return {}
     try:
-        cfg = json.loads(text, object_pairs_hook=_reject_duplicate_settings)
+        cfg = json.loads(text, object_pairs_hook=unique_keys("--cfg", ScoreError))
     except json.JSONDecodeError as exc:
         raise ScoreError(f"--cfg: not valid JSON ({exc}); expected the config's score section as a JSON object") from None
     if not isinstance(cfg, dict):
