@@ -118,13 +118,6 @@ def free_memory(device: torch.device) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- identity
-def pick_device(name: str) -> torch.device:
-    """``auto``: CUDA when available, else the CPU; anything else as torch spells it (``cpu``, ``cuda:1``)."""
-    import torch
-
-    return torch.device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def device_name(device: torch.device) -> str:
     import torch
 

@@ -45,8 +45,9 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.harness import (REPO, device_name, free_memory, git_commit, load_config, measure, merge_reports,
-                                pick_device, timed_call, versions, write_json)
+                                timed_call, versions, write_json)
 from brainot import config as bcfg
+from brainot.devices import half_dtype, pick_device
 from brainot.model import ot as bot
 from brainot.model import ot_fast
 from brainot.model.losses import authors_ot_loss
@@ -342,7 +343,6 @@ def bench_train(sizes: Sizes, cfg: dict, settings: dict, device: torch.device, b
 def bench_caption(sizes: Sizes, cfg: dict, device: torch.device, seed: int) -> Iterator[dict]:
     """Section 5: batched against one-image-at-a-time greedy captioning (:func:`brainot.caption.shikra.generate`)."""
     from brainot.caption import shikra
-    from brainot.devices import half_dtype
     from benchmarks.models import random_captioner
 
     dtype = half_dtype(torch.device(device))
@@ -382,7 +382,6 @@ def bench_embed(sizes: Sizes, cfg: dict, device: torch.device, seed: int) -> Ite
     """Section 6: image tokens (``embedding.layer``, ``drop_cls``) of a CLIP vision tower, per batch."""
     from benchmarks.models import random_clip_vision
     from brainot.embed import hidden_tokens
-    from brainot.devices import half_dtype
 
     dtype = half_dtype(torch.device(device))  # bf16 on CUDA, float32 on CPU, as captioning
     model = random_clip_vision(sizes.clip, device, dtype, seed)
