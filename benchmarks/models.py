@@ -20,9 +20,8 @@ import contextlib
 import torch
 from torch import nn
 
-from brainot_demo import captioner as demo_captioner
-
 from brainot.caption import shikra
+from brainot_demo import captioner as demo_captioner
 
 # Shikra-7B's shape: LLaMA-7B plus <im_patch>, <im_start>, <im_end> (32000 + 3 tokens).
 LLAMA_7B = {"hidden": 4096, "layers": 32, "heads": 32, "intermediate": 11008, "vocab": 32003}

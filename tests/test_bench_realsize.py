@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from benchmarks import realsize as bench_realsize
-
 from brainot import io as data
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainot.tables import bootstrap as B
 from brainot.scoring import image_scores as IS
+from brainot.tables import bootstrap as B
 
 # Tokenized captions (lower case, no punctuation: what the PTB tokenizer hands pycocoevalcap's scorers).
 RES = {0: ["a man riding a brown horse"], 1: ["two dogs play in the snow"], 2: ["a plate of food with broccoli"],

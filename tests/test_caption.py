@@ -21,13 +21,11 @@ import pytest
 import torch
 
 from kill import kill_once
+from brainot import config as bcfg
 from brainot import io as bio
 from brainot.caption import generate as caption
-
-from brainot_demo import captioner as demo_captioner
-
 from brainot.caption import shikra
-from brainot import config as bcfg
+from brainot_demo import captioner as demo_captioner
 
 # The attributes brainot.predict stores with its tokens (the captioner reads only the tokens and ids).
 PREDICTION_ATTRS = {"subject": "subj01", "region": "all", "objective": "ot0.5", "model": "model.pt",

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainot.tables import claims as C
 from brainot.scoring import image_scores as IS
+from brainot.tables import claims as C
 
 
 @pytest.mark.parametrize("lo, hi, expect, verdict", [

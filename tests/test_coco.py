@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 
 from brainot.data import coco
-
 from brainot.data import layout
 from brainot.data.fetch import groups
 

@@ -11,9 +11,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from brainot_demo import clip as demo_clip
-
 from brainot.data import layout
+from brainot_demo import clip as demo_clip
 from brainot_demo.simulate import simulate
 
 # 32 px images, 8 px patches: 16 tokens x 32. About 10 s of training on one core.

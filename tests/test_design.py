@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy.io import savemat
 
-from brainot.data import design as nd
 from benchmarks.extract import random_design, stim_info
+from brainot.data import design as nd
 
 
 def _save(tmp_path, mat: dict) -> str:

@@ -19,14 +19,10 @@ import torch
 import pandas as pd
 
 from brainot import embed
-
-from brainot.data import coco
-
 from brainot import io as data
-
-from brainot_demo import clip as demo_clip
-
+from brainot.data import coco
 from brainot.data import layout
+from brainot_demo import clip as demo_clip
 
 PATCH = 8  # 32 px simulated images -> 16 patch tokens
 

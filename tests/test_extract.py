@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from benchmarks.extract import blob_mask, random_design, write_design, write_subject
 from brainot.data import design as nd
 from brainot.data import extract as ex
 from brainot.data import layout
-from benchmarks.extract import blob_mask, random_design, write_design, write_subject
 
 TRIALS = 15
 SESSIONS = [1, 2, 3, 4]

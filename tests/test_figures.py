@@ -17,16 +17,16 @@ from PIL import Image
 from scipy.stats import pearsonr
 
 from brainot import config as bcfg
-from brainot.data import layout
-from brainot.tables import build as tables
-from brainot.config import REPO
 from brainot import io as bio
-from brainot.io import DataError
+from brainot.config import REPO
+from brainot.data import layout
 from brainot.data.extract import nsdgeneral_voxels
+from brainot.data.rois import voxel_labels
 from brainot.figures import case_study, correlation, lambda_curves, roi_maps
 from brainot.figures.__main__ import main as figures_main
+from brainot.io import DataError
 from brainot.scoring.metrics import METRICS
-from brainot.data.rois import voxel_labels
+from brainot.tables import build as tables
 
 T, D = 4, 6
 

@@ -27,17 +27,14 @@ import pandas as pd
 import pytest
 import torch
 
-from brainot import embed, train
-
-from brainot.tables import bootstrap
-
-from brainot.tables import claims
-
-from brainot.data import layout
 from brainot import config as bcfg
+from brainot import embed, train
 from brainot import io as bdata
-from brainot.predict import load_model, predict_tokens
 from brainot.analysis.retrieval import similarity
+from brainot.data import layout
+from brainot.predict import load_model, predict_tokens
+from brainot.tables import bootstrap
+from brainot.tables import claims
 from brainot_demo.simulate import checked_section, rng_for
 from brainot_demo.simulator import design as ds
 from brainot_demo.simulator import scenes as sc

@@ -6,10 +6,10 @@ import ot
 import pytest
 import torch
 
-from brainot.model import losses
-from brainot.model import ot as bot
 from benchmarks.ot import make_problem
 from brainot.config import ConfigError
+from brainot.model import losses
+from brainot.model import ot as bot
 
 MASSES = (0.1, 0.3, 0.5, 0.9)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from brainot.scoring import meteor_service as MS
 from brainot.config import REPO
+from brainot.scoring import meteor_service as MS
 
 # Tokenized captions (what PTBTokenizer gives coco_scores): lower case, no punctuation.
 CASES = {

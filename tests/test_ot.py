@@ -7,8 +7,8 @@ import ot
 import pytest
 import torch
 
-from brainot.model import ot as bot
 from benchmarks.ot import make_problem, relative_cost_error
+from brainot.model import ot as bot
 
 MASSES = (0.1, 0.3, 0.5, 0.9)
 STRUCTURED = ("random", "permuted", "permuted-noisy", "clustered")

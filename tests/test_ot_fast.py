@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.ot import make_problem
 from brainot import config as bcfg
 from brainot.model import losses
 from brainot.model import ot as bot
 from brainot.model import ot_fast
-from benchmarks.ot import make_problem
 
 
 def problem(B, n, m, d, seed=0, dtype=torch.float64):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from brainot import io as bdata
-from brainot.predict import load_model, predict_tokens
 from brainot.analysis.retrieval import similarity, top1, two_way
+from brainot.predict import load_model, predict_tokens
 from conftest import build_simulated_subj01, train_mse_encoder
 
 

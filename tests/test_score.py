@@ -22,11 +22,9 @@ import torch
 
 from brainot import io as bio
 from brainot.data import layout
-
-from brainot.scoring import references
-
-from brainot.scoring import score
 from brainot.scoring import metrics as M
+from brainot.scoring import references
+from brainot.scoring import score
 
 # Candidates with capitals, punctuation, contractions and a repeated word, so the PTB tokenizer has work.
 CANDIDATES = [

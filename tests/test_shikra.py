@@ -13,9 +13,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from brainot_demo import captioner as demo_captioner
-
 from brainot.caption import shikra
+from brainot_demo import captioner as demo_captioner
 
 PROMPT = "Describe this image <image> as simply as possible."
 T, D = 5, 12

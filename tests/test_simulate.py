@@ -20,9 +20,9 @@ import pytest
 import scipy.io
 import scipy.stats
 
+from brainot.config import ConfigError
 from brainot.data import layout
 from brainot.data.coco import captions_by_nsd_id
-from brainot.config import ConfigError
 from brainot_demo.simulate import main as simulate_main
 from brainot_demo.simulate import simulate
 from brainot_demo.simulator import brain as br

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from brainot.io import DataError
-from brainot.tables import build as tables
 from brainot.config import REPO
+from brainot.io import DataError
 from brainot.scoring.metrics import METRICS
+from brainot.tables import build as tables
 
 
 def metrics_json(path, base: float, spice: bool = True):

@@ -23,8 +23,8 @@ from brainot import config as bcfg
 from brainot import io as bdata
 from brainot import predict as bpredict
 from brainot import train as btrain
-from brainot.model.encoder import BrainX, build_encoder
 from brainot.analysis.retrieval import top1
+from brainot.model.encoder import BrainX, build_encoder
 
 T, D, K = 4, 8, 5                      # tokens per image, token width, planted latent dimension
 ENCODER = {"hidden": 32, "latents": T, "depth": 1, "heads": 2, "head_dim": 8}

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from brainot import io as data
-from brainot.io import tokens as token_cache
 from brainot import fingerprint as fp
+from brainot import io as data
 from brainot.atomic import publish, set_aside
+from brainot.io import tokens as token_cache
 
 STIMULI_KEY = "imgBrick"
 

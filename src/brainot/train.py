@@ -32,16 +32,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import brainot
 from brainot import atomic
 from brainot import config as bcfg
 from brainot import fingerprint as fp
 from brainot.atomic import set_aside
 from brainot.devices import pick_device
+import brainot
 from brainot.io import (SubjectData, embedding_name, embedding_shape, load_subject, read_subject, region_of,
                         region_subject)
-from brainot.model.encoder import BrainX, build_encoder, count_parameters, model_spec
 from brainot.analysis.retrieval import top1
+from brainot.model.encoder import BrainX, build_encoder, count_parameters, model_spec
 
 WARMUP_EPOCHS = 2           # the authors' pct_start = 2 / epochs
 MAX_WARMUP_FRACTION = 0.5   # keeps pct_start valid for runs of fewer than 4 epochs

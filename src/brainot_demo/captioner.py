@@ -27,11 +27,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from brainot.data import coco
-
 from brainot import io as data
-
 from brainot.caption import shikra
+from brainot.data import coco
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 IGNORE = -100

@@ -85,8 +85,8 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from brainot.data import layout
 from brainot.config import SCHEMA, ConfigError
+from brainot.data import layout
 from brainot_demo.simulator import brain as br
 from brainot_demo.simulator import design as ds
 from brainot_demo.simulator import scenes as sc

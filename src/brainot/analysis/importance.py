@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import pandas as pd
 
-from brainot.io import DataError, average_repeats, n_voxels, read_region, read_split, read_tokens
 from brainot.data.rois import OTHER
+from brainot.io import DataError, average_repeats, n_voxels, read_region, read_split, read_tokens
 from brainot.tables.build import write_numeric
 
 # torch is imported inside the functions that compute: reading the module (its --help, its constants) stays cheap.

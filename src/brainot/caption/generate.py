@@ -24,12 +24,9 @@ import numpy as np
 import pandas as pd
 
 from brainot import atomic
-
-from brainot import io as data
-
-from brainot.caption import shikra
 from brainot import fingerprint as fp
-from brainot.atomic import set_aside
+from brainot import io as data
+from brainot.caption import shikra
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -67,7 +64,7 @@ def read_partial(path: Path, key: dict) -> list[str]:
         lines = path.read_text().splitlines()
         stored = json.loads(lines[0])["fingerprint"]
     except (UnicodeDecodeError, IndexError, json.JSONDecodeError, TypeError, KeyError) as exc:
-        set_aside(path, f"not a partial captions file ({type(exc).__name__}: its first line must be the "
+        atomic.set_aside(path, f"not a partial captions file ({type(exc).__name__}: its first line must be the "
                         "fingerprint record)")
         return []
     if stored != key:
@@ -134,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             fh.flush()
 
         captions = done + shikra.caption(captioner, tokens, cfg["prompt"], cfg["max_new_tokens"],
-                                         cfg["batch_size"], cfg["postprocess"], progress=not args.no_progress, on_batch=save_batch,
-                                         start=len(done))
+                                         cfg["batch_size"], cfg["postprocess"], progress=not args.no_progress,
+                                         on_batch=save_batch, start=len(done))
     t2 = time.perf_counter()
     data.write_captions(args.out_json, args.out_parquet, captions, nsd_ids, coco)
     partial.unlink()

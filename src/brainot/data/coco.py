@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainot.data import layout
 from brainot.atomic import atomic_open, atomic_path, write_text
+from brainot.data import layout
 
 STIM_COLUMNS = ("nsdId", "cocoId", "cocoSplit")
 # Where the caption files sit inside COCO's annotations_trainval2017.zip.

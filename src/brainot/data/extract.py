@@ -33,10 +33,10 @@ from tqdm import tqdm
 
 from brainot import atomic
 from brainot import fingerprint as fp
-from brainot.io import voxels as voxel_file
-from brainot.data import design as nsd_design
 from brainot.atomic import set_aside
+from brainot.data import design as nsd_design
 from brainot.data import layout
+from brainot.io import voxels as voxel_file
 
 BETA_SCALE = 300.0
 POLICIES = ("keep", "zero", "drop")

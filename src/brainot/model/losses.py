@@ -27,8 +27,8 @@ from typing import Callable
 
 import torch
 
-from brainot.model import ot as bot
 from brainot.config import ConfigError, parse_objective
+from brainot.model import ot as bot
 
 GRANULARITIES = ("token", "batch")
 COSTS = ("sqeuclidean", "euclidean")

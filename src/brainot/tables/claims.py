@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainot.tables import bootstrap as B
 from brainot.scoring import image_scores as IS
+from brainot.tables import bootstrap as B
 from brainot.tables.files import write_table
 
 # The metrics claims.csv tests (the per-image files hold every metric; SPICE only with its jars).
